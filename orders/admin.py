@@ -1,0 +1,179 @@
+"""The ops view: every order, every step, every attempt, with a way into Temporal."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from orders.models import (
+    Charge,
+    Message,
+    Order,
+    OrderStep,
+    Product,
+    Reservation,
+    ServiceCall,
+    ServiceSwitch,
+    Shipment,
+)
+from orders.temporal import workflow_ui_url
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class OrderStepInline(ReadOnlyInline):
+    model = OrderStep
+    fields = ["label", "state", "attempts", "result", "last_error", "started_at", "finished_at"]
+    readonly_fields = fields
+
+
+class ServiceCallInline(ReadOnlyInline):
+    model = ServiceCall
+    verbose_name = "service call attempt"
+    verbose_name_plural = "ledger: every service call attempt"
+    fields = [
+        "service",
+        "operation",
+        "attempt",
+        "outcome",
+        "error",
+        "duration_ms",
+        "started_at",
+        "created_at",
+        "idempotency_key",
+    ]
+    readonly_fields = fields
+
+
+class ChargeInline(ReadOnlyInline):
+    model = Charge
+    fields = ["payment_id", "amount_cents", "key", "created_at", "refunded_at"]
+    readonly_fields = fields
+
+
+class ReservationInline(ReadOnlyInline):
+    model = Reservation
+    fields = ["product", "quantity", "state", "key", "created_at"]
+    readonly_fields = fields
+
+
+class ShipmentInline(ReadOnlyInline):
+    model = Shipment
+    fields = ["tracking_number", "key", "created_at", "cancelled_at"]
+    readonly_fields = fields
+
+
+class MessageInline(ReadOnlyInline):
+    model = Message
+    fields = ["channel", "recipient", "key", "created_at"]
+    readonly_fields = fields
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "customer_name",
+        "product",
+        "quantity",
+        "amount",
+        "status",
+        "attempt_count",
+        "warning_list",
+        "created_at",
+    ]
+    list_filter = ["status", "product"]
+    search_fields = ["=id", "customer_name", "email", "workflow_id"]
+    list_select_related = ["product"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "status",
+        "temporal_link",
+        "workflow_id",
+        "start_error",
+        "payment_id",
+        "tracking_number",
+        "warnings",
+        "failure_reason",
+        "amount_cents",
+        "created_at",
+        "updated_at",
+        "finished_at",
+    ]
+    inlines = [
+        OrderStepInline,
+        ServiceCallInline,
+        ReservationInline,
+        ChargeInline,
+        ShipmentInline,
+        MessageInline,
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
+        return super().get_queryset(request).annotate(attempt_total=Count("calls"))
+
+    @admin.display(description="attempts", ordering="attempt_total")
+    def attempt_count(self, order: Order) -> int:
+        return order.attempt_total  # type: ignore[attr-defined]
+
+    @admin.display(description="warnings")
+    def warning_list(self, order: Order) -> str:
+        return "; ".join(order.warnings) if order.warnings else "—"
+
+    @admin.display(description="amount", ordering="amount_cents")
+    def amount(self, order: Order) -> str:
+        return order.amount
+
+    @admin.display(description="Temporal")
+    def temporal_link(self, order: Order) -> str:
+        if not order.workflow_id:
+            return "not started"
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{} in the Temporal UI</a>',
+            workflow_ui_url(order.workflow_id),
+            order.workflow_id,
+        )
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["sku", "name", "price", "stock", "reserved", "available"]
+    search_fields = ["sku", "name"]
+
+
+@admin.register(ServiceSwitch)
+class ServiceSwitchAdmin(admin.ModelAdmin):
+    list_display = ["service", "mode", "failures", "failures_left", "latency_ms", "updated_at"]
+    list_editable = ["mode", "failures", "failures_left", "latency_ms"]
+
+
+@admin.register(ServiceCall)
+class ServiceCallAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "order",
+        "service",
+        "operation",
+        "attempt",
+        "outcome",
+        "error",
+        "duration_ms",
+    ]
+    list_filter = ["service", "outcome", "operation"]
+    search_fields = ["=order__id", "idempotency_key", "error"]
+    list_select_related = ["order"]
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,89 @@
+"""Validation for everything a person can type: orders and switch settings."""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
+
+from orders.models import Product, ServiceSwitch
+from worker.shared import SERVICES
+
+# One order may not take more than this many units, whatever the stock.
+MAX_QUANTITY = 20
+PHONE_PATTERN = re.compile(r"^\+?[0-9 ()-]{6,20}$")
+
+
+class ProductChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Product) -> str:
+        return f"{obj.name} — {obj.price} ({obj.available} available)"
+
+
+class OrderForm(forms.Form):
+    product = ProductChoiceField(
+        queryset=Product.objects.all(),
+        to_field_name="sku",
+        empty_label=None,
+        error_messages={"invalid_choice": "No product with that SKU. Pick one from the list."},
+    )
+    quantity = forms.IntegerField(
+        initial=1,
+        min_value=1,
+        max_value=MAX_QUANTITY,
+        error_messages={
+            "min_value": "Quantity must be at least 1.",
+            "max_value": f"At most {MAX_QUANTITY} units per order.",
+        },
+    )
+    customer_name = forms.CharField(max_length=100, strip=True, label="Customer name")
+    email = forms.EmailField(
+        error_messages={"invalid": "Enter an email address like ada@example.com."}
+    )
+    phone = forms.CharField(
+        max_length=32, required=False, strip=True, help_text="For the SMS update."
+    )
+    address = forms.CharField(max_length=200, strip=True, label="Shipping address")
+
+    def clean_customer_name(self) -> str:
+        name = self.cleaned_data["customer_name"]
+        if not name:
+            raise forms.ValidationError("Enter the customer's name.")
+        return name
+
+    def clean_phone(self) -> str:
+        phone = self.cleaned_data["phone"]
+        if phone and not PHONE_PATTERN.match(phone):
+            raise forms.ValidationError("Enter a phone number of digits, spaces and an optional +.")
+        return phone
+
+    def clean(self) -> dict:
+        cleaned = super().clean() or {}
+        product, quantity = cleaned.get("product"), cleaned.get("quantity")
+        if product and quantity and quantity > product.available:
+            self.add_error(
+                "quantity", f"Only {product.available} of {product.name} available right now."
+            )
+        return cleaned
+
+
+class SwitchForm(forms.Form):
+    service = forms.ChoiceField(choices=[(s, s) for s in SERVICES])
+    mode = forms.ChoiceField(
+        choices=[(m, m) for m in ServiceSwitch.MODES],
+        error_messages={"invalid_choice": "Unknown mode %(value)s."},
+    )
+    failures = forms.IntegerField(min_value=1, max_value=50, required=False)
+    latency_ms = forms.IntegerField(min_value=10, max_value=60_000, required=False)
+
+
+def apply_switch(cleaned: dict) -> ServiceSwitch:
+    """Set a service's mode; flaky restarts its countdown from the failures asked for."""
+    switch, _ = ServiceSwitch.objects.get_or_create(service=cleaned["service"])
+    switch.mode = cleaned["mode"]
+    if cleaned.get("failures"):
+        switch.failures = cleaned["failures"]
+    if cleaned.get("latency_ms"):
+        switch.latency_ms = cleaned["latency_ms"]
+    switch.failures_left = switch.failures if switch.mode == ServiceSwitch.FLAKY else 0
+    switch.save()
+    return switch

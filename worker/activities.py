@@ -1,0 +1,239 @@
+"""Activities: the workflow's only door to the outside world.
+
+They are plain functions run in the worker's thread pool, because the simulated services
+use Django's (synchronous) ORM. Each one keeps the order's step record current, so the
+admin shows every attempt even though Temporal keeps only the last failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.db import close_old_connections
+from django.utils import timezone
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from orders.models import Order, OrderStep
+from worker import services
+from worker.shared import (
+    FINAL_STATUSES,
+    RUNNING,
+    STEP_COMPLETED,
+    STEP_FAILED,
+    STEP_RETRYING,
+    STEP_RUNNING,
+    FinishRequest,
+    StepRequest,
+    StepResult,
+)
+
+
+@contextmanager
+def _fresh_connection() -> Iterator[None]:
+    # Activity threads live long: drop connections the database has since closed.
+    close_old_connections()
+    try:
+        yield
+    finally:
+        close_old_connections()
+
+
+def _context(request: StepRequest) -> services.CallContext:
+    info = activity.info()
+    timeout = info.start_to_close_timeout.total_seconds() if info.start_to_close_timeout else 0
+    return services.CallContext(
+        order_id=request.order_id,
+        idempotency_key=request.idempotency_key,
+        attempt=info.attempt,
+        started_at=info.started_time,
+        timeout_s=timeout,
+        heartbeat=activity.heartbeat,
+    )
+
+
+def _is_last_attempt(attempt: int) -> bool:
+    policy = activity.info().retry_policy
+    return bool(policy and policy.maximum_attempts and attempt >= policy.maximum_attempts)
+
+
+def _mark_step(order_id: int, step: str, attempt: int, **fields: object) -> None:
+    # An attempt that timed out may finish after its successor started: never let the
+    # older attempt overwrite what the newer one wrote.
+    OrderStep.objects.filter(order_id=order_id, name=step, attempts__lte=attempt).update(
+        attempts=attempt, **fields
+    )
+
+
+def run_step(
+    step: str, request: StepRequest, call: Callable[[services.CallContext], str]
+) -> StepResult:
+    """Run one attempt of an order step, keeping its database record in line."""
+    with _fresh_connection():
+        ctx = _context(request)
+        Order.objects.filter(pk=request.order_id).exclude(status__in=FINAL_STATUSES).update(
+            status=RUNNING, updated_at=timezone.now()
+        )
+        _mark_step(
+            request.order_id,
+            step,
+            ctx.attempt,
+            state=STEP_RUNNING,
+            started_at=timezone.now(),
+        )
+        try:
+            reference = call(ctx)
+        except services.BusinessRejection as exc:
+            _mark_step(request.order_id, step, ctx.attempt, state=STEP_FAILED, last_error=str(exc))
+            raise ApplicationError(str(exc), type=exc.error_type, non_retryable=True) from exc
+        except Exception as exc:
+            final = _is_last_attempt(ctx.attempt)
+            _mark_step(
+                request.order_id,
+                step,
+                ctx.attempt,
+                state=STEP_FAILED if final else STEP_RETRYING,
+                last_error=str(exc) or type(exc).__name__,
+            )
+            error_type = getattr(exc, "error_type", type(exc).__name__)
+            raise ApplicationError(str(exc) or error_type, type=error_type) from exc
+        _mark_step(
+            request.order_id,
+            step,
+            ctx.attempt,
+            state=STEP_COMPLETED,
+            result=reference,
+            finished_at=timezone.now(),
+        )
+        return StepResult(reference=reference, attempt=ctx.attempt)
+
+
+def run_compensation(
+    request: StepRequest, call: Callable[[services.CallContext], str]
+) -> StepResult:
+    """Undo a step. Its record is updated by `finish_order` once the saga is through."""
+    with _fresh_connection():
+        ctx = _context(request)
+        try:
+            reference = call(ctx)
+        except Exception as exc:
+            error_type = getattr(exc, "error_type", type(exc).__name__)
+            raise ApplicationError(str(exc) or error_type, type=error_type) from exc
+        return StepResult(reference=reference, attempt=ctx.attempt)
+
+
+@activity.defn(name="reserve_inventory")
+def reserve_inventory(request: StepRequest) -> StepResult:
+    return run_step(
+        "inventory",
+        request,
+        lambda ctx: services.reserve_inventory(ctx, request.sku, request.quantity),
+    )
+
+
+@activity.defn(name="charge_payment")
+def charge_payment(request: StepRequest) -> StepResult:
+    return run_step(
+        "payment", request, lambda ctx: services.charge_payment(ctx, request.amount_cents)
+    )
+
+
+@activity.defn(name="commit_inventory")
+def commit_inventory(request: StepRequest) -> StepResult:
+    return run_step(
+        "commit",
+        request,
+        lambda ctx: services.commit_inventory(ctx, _reservation_key(request)),
+    )
+
+
+@activity.defn(name="schedule_shipping")
+def schedule_shipping(request: StepRequest) -> StepResult:
+    return run_step(
+        "shipping", request, lambda ctx: services.schedule_shipping(ctx, request.address)
+    )
+
+
+@activity.defn(name="send_email")
+def send_email(request: StepRequest) -> StepResult:
+    body = f"Your order #{request.order_id} is confirmed and on its way."
+    return run_step(
+        "email", request, lambda ctx: services.send_message(ctx, "email", request.email, body)
+    )
+
+
+@activity.defn(name="send_sms")
+def send_sms(request: StepRequest) -> StepResult:
+    body = f"Order #{request.order_id} shipped."
+    return run_step(
+        "sms", request, lambda ctx: services.send_message(ctx, "sms", request.phone, body)
+    )
+
+
+@activity.defn(name="release_inventory")
+def release_inventory(request: StepRequest) -> StepResult:
+    return run_compensation(
+        request, lambda ctx: services.release_inventory(ctx, _reservation_key(request))
+    )
+
+
+@activity.defn(name="refund_payment")
+def refund_payment(request: StepRequest) -> StepResult:
+    return run_compensation(request, lambda ctx: services.refund_payment(ctx, _charge_key(request)))
+
+
+@activity.defn(name="cancel_shipping")
+def cancel_shipping(request: StepRequest) -> StepResult:
+    return run_compensation(
+        request, lambda ctx: services.cancel_shipping(ctx, _shipment_key(request))
+    )
+
+
+@activity.defn(name="finish_order")
+def finish_order(request: FinishRequest) -> None:
+    """Write the outcome: status, references, warnings and the final state of each step."""
+    with _fresh_connection():
+        now = timezone.now()
+        Order.objects.filter(pk=request.order_id).update(
+            status=request.status,
+            payment_id=request.payment_id,
+            tracking_number=request.tracking_number,
+            warnings=request.warnings,
+            failure_reason=request.error,
+            finished_at=now,
+            updated_at=now,
+        )
+        for step, state in request.step_states.items():
+            OrderStep.objects.filter(order_id=request.order_id, name=step).update(state=state)
+
+
+def _order_key(request: StepRequest) -> str:
+    # Keys look like "<workflow id>:<operation>[:undo]"; workflow ids hold no colon.
+    return request.idempotency_key.split(":", 1)[0]
+
+
+def _reservation_key(request: StepRequest) -> str:
+    return f"{_order_key(request)}:reserve"
+
+
+def _charge_key(request: StepRequest) -> str:
+    return f"{_order_key(request)}:charge"
+
+
+def _shipment_key(request: StepRequest) -> str:
+    return f"{_order_key(request)}:ship"
+
+
+ALL_ACTIVITIES = [
+    reserve_inventory,
+    charge_payment,
+    commit_inventory,
+    schedule_shipping,
+    send_email,
+    send_sms,
+    release_inventory,
+    refund_payment,
+    cancel_shipping,
+    finish_order,
+]

@@ -1,0 +1,83 @@
+"""The worker process: polls the task queue and runs OrderWorkflow and its activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import django
+
+log = logging.getLogger("worker")
+
+# Sync activities each hold a thread while they run (a slow service holds it for seconds).
+ACTIVITY_THREADS = int(os.getenv("WORKER_ACTIVITY_THREADS", "32"))
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderdash.settings")
+    django.setup()
+
+
+async def connect_until_ready(address: str, namespace: str) -> object:
+    """Wait for Temporal rather than die: the server may still be starting."""
+    from temporalio.client import Client
+
+    delay = 0.5
+    while True:
+        try:
+            return await Client.connect(address, namespace=namespace)
+        except RuntimeError as exc:
+            log.warning(
+                "Temporal at %s not reachable yet (%s); retrying in %.0fs", address, exc, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
+
+
+async def run_worker() -> None:
+    from django.conf import settings
+    from temporalio.worker import Worker
+
+    from worker.activities import ALL_ACTIVITIES
+    from worker.workflows import OrderWorkflow
+
+    client = await connect_until_ready(settings.TEMPORAL_ADDRESS, settings.TEMPORAL_NAMESPACE)
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        worker = Worker(
+            client,  # type: ignore[arg-type]
+            task_queue=settings.TEMPORAL_TASK_QUEUE,
+            workflows=[OrderWorkflow],
+            activities=ALL_ACTIVITIES,
+            activity_executor=executor,
+            max_concurrent_activities=ACTIVITY_THREADS,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        log.info(
+            "Worker polling task queue %r on %s (pid %d)",
+            settings.TEMPORAL_TASK_QUEUE,
+            settings.TEMPORAL_ADDRESS,
+            os.getpid(),
+        )
+        async with worker:
+            await stop.wait()
+            log.info("Worker stopping: finishing the activities in hand")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    setup_django()
+    from worker import services
+
+    # Here a crash switch really kills the process: that is the point of the demo.
+    services.crash_handler = services.die_now
+    asyncio.run(run_worker())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""The simulated inventory, payment, shipping, email and SMS services.
+
+Each call reads its service's switch (so a flip reaches orders already in flight), applies
+its effect idempotently by key, and writes one ledger row for the attempt whatever the
+outcome. Effects are rows of their own (reservations, charges, shipments, messages): a
+second call with the same key finds the first one's row and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from orders.models import (
+    Charge,
+    Message,
+    Order,
+    Product,
+    Reservation,
+    ServiceCall,
+    ServiceSwitch,
+    Shipment,
+)
+from worker.shared import BUSINESS_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+class ServiceUnavailable(Exception):
+    """A transient failure: retrying later may work."""
+
+    error_type = "ServiceUnavailable"
+
+
+class BusinessRejection(Exception):
+    """A final answer from the service (out of stock, card declined …): never retried."""
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = BUSINESS_ERRORS[service]
+
+
+class SimulatedCrash(Exception):
+    """Raised instead of dying when no real worker process is there to kill (tests)."""
+
+    error_type = "WorkerCrashed"
+
+
+REJECTION_MESSAGES = {
+    "inventory": "Out of stock",
+    "payment": "Card declined",
+    "shipping": "Address invalid",
+    "email": "Mailbox rejected the address",
+    "sms": "Phone number invalid",
+}
+
+
+def _raise_simulated_crash() -> None:
+    raise SimulatedCrash("Worker crashed during the call (simulated)")
+
+
+def die_now() -> None:
+    """What a power cut looks like to the process: no cleanup, no goodbye."""
+    log.error("Crash switch: the worker process dies now")
+    os._exit(70)
+
+
+# The real worker process swaps in `die_now`; in-process test workers keep the exception.
+crash_handler: Callable[[], None] = _raise_simulated_crash
+
+
+@dataclass
+class CallContext:
+    """Who is calling: the order, the key, and which attempt this is."""
+
+    order_id: int
+    idempotency_key: str
+    attempt: int = 1
+    started_at: datetime | None = None
+    timeout_s: float = 0
+    heartbeat: Callable[[], None] = lambda: None
+
+
+@dataclass
+class Behaviour:
+    mode: str
+    failures_left: int = 0
+    latency_ms: int = 0
+
+
+def consume_switch(service: str) -> Behaviour:
+    """Read the switch for one call; flaky counts down and crash fires once.
+
+    The returned mode is what *this* call does: a flaky switch with no failures left
+    behaves as healthy, and the last planned failure flips the switch back to healthy.
+    """
+    with transaction.atomic():
+        switch, _ = ServiceSwitch.objects.select_for_update().get_or_create(service=service)
+        behaviour = Behaviour(switch.mode, switch.failures_left, switch.latency_ms)
+        if switch.mode == ServiceSwitch.FLAKY:
+            if switch.failures_left == 0:
+                behaviour.mode = ServiceSwitch.HEALTHY
+            else:
+                switch.failures_left -= 1
+                behaviour.failures_left = switch.failures_left
+            if switch.failures_left == 0:
+                switch.mode = ServiceSwitch.HEALTHY
+            switch.save(update_fields=["failures_left", "mode", "updated_at"])
+        elif switch.mode == ServiceSwitch.CRASH:
+            # One crash per flip: otherwise the restarted worker would die again forever.
+            switch.mode = ServiceSwitch.HEALTHY
+            switch.save(update_fields=["mode", "updated_at"])
+    return behaviour
+
+
+def call_service(
+    service: str,
+    operation: str,
+    ctx: CallContext,
+    effect: Callable[[], tuple[str, bool]],
+    *,
+    compensation: bool = False,
+) -> str:
+    """Run one attempt against a simulated service and write its ledger row.
+
+    `effect` applies the change and returns (reference, created); created=False means
+    the key had been seen before and nothing new happened.
+    """
+    started = time.monotonic()
+    try:
+        behaviour = consume_switch(service)
+        _fail_as_switched(service, behaviour, compensation=compensation)
+        with transaction.atomic():
+            reference, created = effect()
+        if behaviour.mode == ServiceSwitch.SLOW:
+            try:
+                _take_time(behaviour.latency_ms, ctx)
+            except BaseException as exc:
+                # Temporal gave up on this attempt while the answer was on its way.
+                raise ServiceUnavailable(
+                    f"No answer within the {ctx.timeout_s:g}s timeout; the {operation} had"
+                    f" already happened ({reference})"
+                ) from exc
+        if behaviour.mode == ServiceSwitch.CRASH:
+            # The effect is committed: dying now is the "charged, then crashed" case.
+            _record(service, operation, ctx, ServiceCall.ERROR, "Worker crashed", started)
+            crash_handler()
+    except BusinessRejection as exc:
+        _record(service, operation, ctx, ServiceCall.REJECTED, str(exc), started)
+        raise
+    except Exception as exc:
+        _record(service, operation, ctx, ServiceCall.ERROR, str(exc) or type(exc).__name__, started)
+        raise
+    outcome = ServiceCall.OK if created else ServiceCall.REPLAYED
+    note = "" if created else f"already done for key {ctx.idempotency_key}: nothing changed"
+    elapsed_s = time.monotonic() - started
+    if ctx.timeout_s and elapsed_s > ctx.timeout_s:
+        note = (note + "; " if note else "") + (
+            f"answered after {elapsed_s:.1f}s, past the {ctx.timeout_s:g}s timeout"
+        )
+    _record(service, operation, ctx, outcome, note, started)
+    return reference
+
+
+def _fail_as_switched(service: str, behaviour: Behaviour, *, compensation: bool) -> None:
+    if behaviour.mode == ServiceSwitch.DOWN:
+        raise ServiceUnavailable(f"{service.title()} Service Unavailable")
+    if behaviour.mode == ServiceSwitch.FLAKY:
+        raise ServiceUnavailable(
+            f"{service.title()} Service Unavailable (flaky: {behaviour.failures_left} more"
+            " failures planned)"
+        )
+    # Undoing is never refused for business reasons: a refund is not "declined".
+    if behaviour.mode == ServiceSwitch.REJECT and not compensation:
+        raise BusinessRejection(service, REJECTION_MESSAGES[service])
+
+
+def _take_time(latency_ms: int, ctx: CallContext) -> None:
+    deadline = time.monotonic() + latency_ms / 1000
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.25))
+        ctx.heartbeat()
+
+
+def _record(
+    service: str, operation: str, ctx: CallContext, outcome: str, error: str, started: float
+) -> None:
+    duration_ms = int((time.monotonic() - started) * 1000)
+    ServiceCall.objects.update_or_create(
+        order_id=ctx.order_id,
+        service=service,
+        operation=operation,
+        attempt=ctx.attempt,
+        defaults={
+            "idempotency_key": ctx.idempotency_key,
+            "outcome": outcome,
+            "error": error,
+            "duration_ms": duration_ms,
+            "started_at": ctx.started_at,
+        },
+    )
+
+
+def _new_reference(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10].upper()}"
+
+
+# --- inventory -------------------------------------------------------------------------
+
+
+def reserve_inventory(ctx: CallContext, sku: str, quantity: int) -> str:
+    def effect() -> tuple[str, bool]:
+        existing = Reservation.objects.filter(key=ctx.idempotency_key).first()
+        if existing:
+            return f"RES-{existing.pk}", False
+        product = Product.objects.select_for_update().get(sku=sku)
+        if product.stock - product.reserved < quantity:
+            raise BusinessRejection(
+                "inventory", f"Out of stock: {product.stock - product.reserved} {sku} available"
+            )
+        Product.objects.filter(pk=product.pk).update(reserved=F("reserved") + quantity)
+        reservation = Reservation.objects.create(
+            key=ctx.idempotency_key, order_id=ctx.order_id, product=product, quantity=quantity
+        )
+        return f"RES-{reservation.pk}", True
+
+    return call_service("inventory", "reserve", ctx, effect)
+
+
+def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
+    def effect() -> tuple[str, bool]:
+        reservation = Reservation.objects.select_for_update().get(key=reservation_key)
+        if reservation.state != Reservation.RESERVED:
+            return f"RES-{reservation.pk}", False
+        Product.objects.filter(pk=reservation.product_id).update(
+            stock=F("stock") - reservation.quantity, reserved=F("reserved") - reservation.quantity
+        )
+        reservation.state = Reservation.COMMITTED
+        reservation.save(update_fields=["state", "updated_at"])
+        return f"RES-{reservation.pk}", True
+
+    return call_service("inventory", "commit", ctx, effect)
+
+
+def release_inventory(ctx: CallContext, reservation_key: str) -> str:
+    def effect() -> tuple[str, bool]:
+        reservation = Reservation.objects.select_for_update().filter(key=reservation_key).first()
+        if reservation is None or reservation.state == Reservation.RELEASED:
+            return "nothing held", False
+        if reservation.state == Reservation.RESERVED:
+            Product.objects.filter(pk=reservation.product_id).update(
+                reserved=F("reserved") - reservation.quantity
+            )
+        else:  # committed: the units go back on the shelf
+            Product.objects.filter(pk=reservation.product_id).update(
+                stock=F("stock") + reservation.quantity
+            )
+        reservation.state = Reservation.RELEASED
+        reservation.save(update_fields=["state", "updated_at"])
+        return f"RES-{reservation.pk} released", True
+
+    return call_service("inventory", "release", ctx, effect, compensation=True)
+
+
+# --- payment ---------------------------------------------------------------------------
+
+
+def charge_payment(ctx: CallContext, amount_cents: int) -> str:
+    def effect() -> tuple[str, bool]:
+        charge, created = Charge.objects.get_or_create(
+            key=ctx.idempotency_key,
+            defaults={
+                "order_id": ctx.order_id,
+                "amount_cents": amount_cents,
+                "payment_id": _new_reference("PAY"),
+            },
+        )
+        return charge.payment_id, created
+
+    return call_service("payment", "charge", ctx, effect)
+
+
+def refund_payment(ctx: CallContext, charge_key: str) -> str:
+    def effect() -> tuple[str, bool]:
+        charge = Charge.objects.select_for_update().filter(key=charge_key).first()
+        if charge is None or charge.refunded_at is not None:
+            return "nothing to refund", False
+        charge.refunded_at = timezone.now()
+        charge.save(update_fields=["refunded_at"])
+        return f"{charge.payment_id} refunded", True
+
+    return call_service("payment", "refund", ctx, effect, compensation=True)
+
+
+# --- shipping --------------------------------------------------------------------------
+
+
+def schedule_shipping(ctx: CallContext, address: str) -> str:
+    def effect() -> tuple[str, bool]:
+        shipment, created = Shipment.objects.get_or_create(
+            key=ctx.idempotency_key,
+            defaults={"order_id": ctx.order_id, "tracking_number": _new_reference("TRK")},
+        )
+        return shipment.tracking_number, created
+
+    return call_service("shipping", "ship", ctx, effect)
+
+
+def cancel_shipping(ctx: CallContext, shipment_key: str) -> str:
+    def effect() -> tuple[str, bool]:
+        shipment = Shipment.objects.select_for_update().filter(key=shipment_key).first()
+        if shipment is None or shipment.cancelled_at is not None:
+            return "nothing to cancel", False
+        shipment.cancelled_at = timezone.now()
+        shipment.save(update_fields=["cancelled_at"])
+        return f"{shipment.tracking_number} cancelled", True
+
+    return call_service("shipping", "cancel", ctx, effect, compensation=True)
+
+
+# --- notifications ---------------------------------------------------------------------
+
+
+def send_message(ctx: CallContext, channel: str, recipient: str, body: str) -> str:
+    def effect() -> tuple[str, bool]:
+        message, created = Message.objects.get_or_create(
+            key=ctx.idempotency_key,
+            defaults={
+                "order_id": ctx.order_id,
+                "channel": channel,
+                "recipient": recipient,
+                "body": body,
+            },
+        )
+        return f"{channel} to {message.recipient}", created
+
+    return call_service(channel, "send", ctx, effect)
+
+
+def order_exists(order_id: int) -> bool:
+    return Order.objects.filter(pk=order_id).exists()

@@ -1,0 +1,53 @@
+"""Keeps one worker process running: when it dies, say so, pause, start another.
+
+A dead worker loses nothing: Temporal notices the missing heartbeat and hands the
+interrupted step to the next worker that polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+log = logging.getLogger("worker.supervisor")
+
+RESTART_PAUSE_S = float(os.getenv("WORKER_RESTART_PAUSE", "1.5"))
+
+
+def supervise() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s"
+    )
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        child = subprocess.Popen([sys.executable, "-m", "worker", "--once"])
+        code = child.wait()
+        if stopping:
+            break
+        log.error(
+            "Worker process %d died (exit %d); starting a new one in %.1fs",
+            child.pid,
+            code,
+            RESTART_PAUSE_S,
+        )
+        time.sleep(RESTART_PAUSE_S)
+    if child and child.poll() is None:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0

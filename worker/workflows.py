@@ -1,0 +1,218 @@
+"""OrderWorkflow: the order flow from the seed, written as if nothing ever failed.
+
+Retries, backoff, timeouts and persistence are Temporal's job (see RETRY_TABLE); this
+code only says what happens in which order and what to undo when a step fails for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from temporalio import workflow
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from worker.shared import (
+        BUSINESS_ERRORS,
+        CANCELLED,
+        COMPLETED,
+        COMPLETED_WITH_WARNINGS,
+        FAILED,
+        PROGRESS_QUERY,
+        RETRY_TABLE,
+        RUNNING,
+        STEP_ACTIVITIES,
+        STEP_COMPENSATED,
+        STEP_COMPLETED,
+        STEP_FAILED,
+        STEP_PENDING,
+        STEP_RUNNING,
+        STEP_SKIPPED,
+        STEPS,
+        WORKFLOW_NAME,
+        FinishRequest,
+        OrderInput,
+        OrderOutcome,
+        OrderProgress,
+        StepProgress,
+        StepRequest,
+        StepResult,
+    )
+
+# The steps that change the world, with the activity that undoes each of them.
+COMPENSATIONS = {
+    "inventory": "release_inventory",
+    "payment": "refund_payment",
+    "shipping": "cancel_shipping",
+}
+
+
+# Error types raised before the service did anything: nothing to undo after them.
+REFUSALS = {"ServiceUnavailable", *BUSINESS_ERRORS.values()}
+
+
+def root_cause(error: BaseException) -> BaseException:
+    while isinstance(error, ActivityError) and error.cause is not None:
+        error = error.cause
+    return error
+
+
+def may_have_taken_effect(error: BaseException) -> bool:
+    """A refused call changed nothing; one that timed out or died mid-call may have."""
+    cause = root_cause(error)
+    if isinstance(cause, TimeoutError):
+        return True
+    return isinstance(cause, ApplicationError) and cause.type not in REFUSALS
+
+
+def failure_message(error: BaseException) -> str:
+    """The innermost message: 'Card declined', not 'Activity task failed'."""
+    error = root_cause(error)
+    if isinstance(error, ApplicationError):
+        return error.message
+    return str(error) or type(error).__name__
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class OrderWorkflow:
+    def __init__(self) -> None:
+        self._order_id = 0
+        self._status = RUNNING
+        self._steps = {name: StepProgress(name=name) for name in STEPS}
+        self._warnings: list[str] = []
+        # Failed steps whose effect may still have happened (timeout, crash): undo those too.
+        self._uncertain: set[str] = set()
+
+    @workflow.query(name=PROGRESS_QUERY)
+    def progress(self) -> OrderProgress:
+        return OrderProgress(
+            order_id=self._order_id,
+            status=self._status,
+            steps=[replace(step) for step in self._steps.values()],
+            warnings=list(self._warnings),
+        )
+
+    @workflow.run
+    async def run(self, order: OrderInput) -> OrderOutcome:
+        self._order_id = order.order_id
+        request = StepRequest(
+            order_id=order.order_id,
+            idempotency_key="",
+            sku=order.sku,
+            quantity=order.quantity,
+            amount_cents=order.amount_cents,
+            email=order.email,
+            phone=order.phone,
+            address=order.address,
+        )
+        outcome = OrderOutcome(order_id=order.order_id, status=RUNNING)
+        try:
+            await self._step("inventory", request)
+            outcome.payment_id = (await self._step("payment", request)).reference
+            await self._step("commit", request)
+            outcome.tracking_number = (await self._step("shipping", request)).reference
+            await self._notify(request)
+        except ActivityError as error:
+            cancelled = is_cancelled_exception(error)
+            outcome.error = "Cancelled" if cancelled else failure_message(error)
+            await self._undo(request)
+            return await self._finish(outcome, CANCELLED if cancelled else FAILED)
+        except asyncio.CancelledError:
+            outcome.error = "Cancelled"
+            await self._undo(request)
+            return await self._finish(outcome, CANCELLED)
+        status = COMPLETED_WITH_WARNINGS if self._warnings else COMPLETED
+        return await self._finish(outcome, status)
+
+    async def _step(self, name: str, request: StepRequest) -> StepResult:
+        step = self._steps[name]
+        step.state = STEP_RUNNING
+        policy = RETRY_TABLE[name]
+        try:
+            result = await workflow.execute_activity(
+                STEP_ACTIVITIES[name],
+                replace(request, idempotency_key=self._key(name)),
+                result_type=StepResult,
+                start_to_close_timeout=policy.start_to_close,
+                heartbeat_timeout=policy.heartbeat,
+                retry_policy=policy.retry_policy(),
+            )
+        except ActivityError as error:
+            step.state = STEP_FAILED
+            step.error = failure_message(error)
+            if may_have_taken_effect(error):
+                self._uncertain.add(name)
+            raise
+        step.state = STEP_COMPLETED
+        step.attempts = result.attempt
+        step.result = result.reference
+        step.error = ""
+        return result
+
+    async def _notify(self, request: StepRequest) -> None:
+        # Email and SMS go out together. Email is part of the promise; SMS is a courtesy,
+        # so when it keeps failing the order still completes, with a warning.
+        email, sms = await asyncio.gather(
+            self._step("email", request),
+            self._step("sms", request),
+            return_exceptions=True,
+        )
+        if isinstance(sms, ActivityError):
+            self._warnings.append(f"SMS not sent: {failure_message(sms)}")
+        elif isinstance(sms, BaseException):
+            raise sms
+        if isinstance(email, BaseException):
+            raise email
+
+    async def _undo(self, request: StepRequest) -> None:
+        """The saga: undo, newest first, every step that changed the world."""
+        for name in ("shipping", "payment", "inventory"):
+            if self._steps[name].state != STEP_COMPLETED and name not in self._uncertain:
+                continue
+            policy = RETRY_TABLE["compensation"]
+            await workflow.execute_activity(
+                COMPENSATIONS[name],
+                replace(request, idempotency_key=f"{self._key(name)}:undo"),
+                result_type=StepResult,
+                start_to_close_timeout=policy.start_to_close,
+                heartbeat_timeout=policy.heartbeat,
+                retry_policy=policy.retry_policy(),
+            )
+            if self._steps[name].state == STEP_COMPLETED:
+                self._steps[name].state = STEP_COMPENSATED
+            if name == "inventory" and self._steps["commit"].state == STEP_COMPLETED:
+                self._steps["commit"].state = STEP_COMPENSATED
+        for step in self._steps.values():
+            if step.state in (STEP_PENDING, STEP_RUNNING):
+                step.state = STEP_SKIPPED
+
+    async def _finish(self, outcome: OrderOutcome, status: str) -> OrderOutcome:
+        self._status = status
+        outcome.status = status
+        outcome.warnings = list(self._warnings)
+        await workflow.execute_activity(
+            "finish_order",
+            FinishRequest(
+                order_id=outcome.order_id,
+                status=status,
+                payment_id=outcome.payment_id,
+                tracking_number=outcome.tracking_number,
+                warnings=outcome.warnings,
+                error=outcome.error,
+                step_states={name: step.state for name, step in self._steps.items()},
+            ),
+            start_to_close_timeout=RETRY_TABLE["compensation"].start_to_close,
+            retry_policy=RETRY_TABLE["compensation"].retry_policy(),
+        )
+        return outcome
+
+    def _key(self, step: str) -> str:
+        # Derived from the workflow id: the same on every retry and after every crash.
+        operation = {"inventory": "reserve", "payment": "charge", "shipping": "ship"}
+        return f"{workflow.info().workflow_id}:{operation.get(step, step)}"
