@@ -7,15 +7,25 @@ the life of the process; management commands and sync views get a fresh one per 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from worker.shared import ACTIVITY_STEPS, WORKFLOW_NAME, OrderInput
+from worker.shared import ACTIVITY_STEPS, PROGRESS_QUERY, WORKFLOW_NAME, OrderInput, OrderProgress
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
 
@@ -119,3 +129,44 @@ def workflow_ui_url(workflow_id: str) -> str:
         f"{settings.TEMPORAL_UI_URL}/namespaces/{settings.TEMPORAL_NAMESPACE}"
         f"/workflows/{workflow_id}"
     )
+
+
+# A live worker re-polls at least this often when the server's long-poll interval is short
+# (run_stack starts the dev server with matching.longPollExpirationInterval=2s).
+WORKER_STALE_AFTER_S = float(os.getenv("WORKER_POLLER_STALE_SECONDS", "5"))
+
+WORKER_UP = "up"
+WORKER_DOWN = "down"
+TEMPORAL_DOWN = "unreachable"
+
+
+async def worker_status() -> str:
+    """up / down from the task queue's pollers, or unreachable when Temporal is away."""
+    try:
+        client = await get_client()
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=settings.TEMPORAL_NAMESPACE,
+                task_queue=TaskQueue(name=settings.TEMPORAL_TASK_QUEUE),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            ),
+            timeout=rpc_timeout(),
+        )
+    except (TemporalUnavailable, RPCError):
+        return TEMPORAL_DOWN
+    now = time.time()
+    for poller in response.pollers:
+        if now - poller.last_access_time.ToSeconds() < WORKER_STALE_AFTER_S:
+            return WORKER_UP
+    return WORKER_DOWN
+
+
+async def query_progress(workflow_id: str) -> OrderProgress | None:
+    """The workflow's own view of its steps; None when no worker answers in time."""
+    client = await get_client()
+    try:
+        return await client.get_workflow_handle(workflow_id).query(
+            PROGRESS_QUERY, result_type=OrderProgress, rpc_timeout=timedelta(seconds=1)
+        )
+    except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
+        return None

@@ -5,4 +5,7 @@ from orders import views
 app_name = "orders"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("orders/new/", views.place, name="place"),
+    path("orders/<int:pk>/", views.detail, name="detail"),
+    path("services/<str:service>/", views.set_switch, name="switch"),
 ]

@@ -1,8 +1,81 @@
+"""Pages and the htmx fragments they are made of: one view serves both."""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
-from orders.models import Order
+from orders.forms import OrderForm, SwitchForm, apply_switch
+from orders.live import BOARD_ROWS, board_context
+from orders.models import Order, ServiceSwitch
+from orders.placement import place_order
+from orders.progress import build_snapshot
+from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
 
 
+def _worker() -> str:
+    return async_to_sync(worker_status)()
+
+
+@require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "orders/dashboard.html", {"orders": Order.objects.all()[:50]})
+    page = Paginator(Order.objects.select_related("product").prefetch_related("steps"), BOARD_ROWS)
+    page_obj = page.get_page(request.GET.get("page"))
+    context = board_context() | {
+        "form": OrderForm(),
+        "page_obj": page_obj,
+        "orders": page_obj.object_list,
+        "live": page_obj.number == 1,
+        "worker": _worker(),
+    }
+    template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
+    return render(request, template, context)
+
+
+@require_POST
+def place(request: HttpRequest) -> HttpResponse:
+    form = OrderForm(request.POST)
+    if not form.is_valid():
+        status = 200 if request.htmx else 400
+        return render(
+            request, "orders/partials/place_order_form.html", {"form": form}, status=status
+        )
+    order = place_order(form.cleaned_data)
+    if not request.htmx:
+        return redirect("orders:detail", pk=order.pk)
+    context = board_context() | {"form": OrderForm(), "placed": order, "oob": True, "live": True}
+    return render(request, "orders/partials/order_placed.html", context)
+
+
+@require_POST
+def set_switch(request: HttpRequest, service: str) -> HttpResponse:
+    form = SwitchForm(request.POST | {"service": service})
+    if form.is_valid():
+        apply_switch(form.cleaned_data)
+    elif not request.htmx:
+        return render(request, "orders/switch_error.html", {"form": form}, status=400)
+    if not request.htmx:
+        return redirect("orders:dashboard")
+    context = board_context() | {"switch_form": form, "switch_service": service}
+    return render(request, "orders/partials/switches.html", context)
+
+
+@require_GET
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
+    order = get_object_or_404(Order, pk=pk)
+    worker = _worker()
+    snapshot = async_to_sync(build_snapshot)(order.pk, worker_up=worker == WORKER_UP)
+    context = {
+        "snapshot": snapshot,
+        "worker": worker,
+        "temporal_url": workflow_ui_url(order.workflow_id) if order.workflow_id else "",
+    }
+    template = "orders/detail.html#order-detail" if request.htmx else "orders/detail.html"
+    return render(request, template, context)
+
+
+def switch_modes() -> tuple[str, ...]:
+    return ServiceSwitch.MODES

@@ -87,6 +87,9 @@ def dev_server_address() -> Iterator[str]:
             str(port),
             "--log-level",
             "error",
+            # Live workers re-poll every 2 s, so a stopped one shows as down within seconds.
+            "--dynamic-config-value",
+            'matching.longPollExpirationInterval="2s"',
         ],
         stdout=subprocess.DEVNULL,
     )

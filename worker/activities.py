@@ -61,9 +61,12 @@ def _is_last_attempt(attempt: int) -> bool:
 def _mark_step(order_id: int, step: str, attempt: int, **fields: object) -> None:
     # An attempt that timed out may finish after its successor started: never let the
     # older attempt overwrite what the newer one wrote.
-    OrderStep.objects.filter(order_id=order_id, name=step, attempts__lte=attempt).update(
+    updated = OrderStep.objects.filter(order_id=order_id, name=step, attempts__lte=attempt).update(
         attempts=attempt, **fields
     )
+    if updated:
+        # The dashboard watches the order's updated_at to know something moved.
+        Order.objects.filter(pk=order_id).update(updated_at=timezone.now())
 
 
 def run_step(

@@ -56,7 +56,9 @@ class Command(BaseCommand):
             raise CommandError(f"Order not placed. {problems}")
         order = place_order(form.cleaned_data)
         if order.start_error:
-            raise CommandError(f"Order #{order.pk} saved but {order.start_error}")
+            # start_error reads "Not started: <why>"; mid-sentence it needs a small n.
+            reason = order.start_error[:1].lower() + order.start_error[1:]
+            raise CommandError(f"Order #{order.pk} saved but {reason}")
         self.stdout.write(
             f"Order #{order.pk} placed: {order.quantity} × {order.product.sku}, {order.amount},"
             f" workflow {order.workflow_id}"

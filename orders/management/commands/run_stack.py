@@ -95,6 +95,8 @@ class Command(BaseCommand):
             "--sqlite-pragma", "synchronous=normal",
             "--namespace", settings.TEMPORAL_NAMESPACE,
             "--log-level", "warn",
+            # Live workers re-poll every 2 s, so the dashboard sees a dead one within seconds.
+            "--dynamic-config-value", 'matching.longPollExpirationInterval="2s"',
         ]  # fmt: skip
         process = subprocess.Popen(command)
         if not wait_for_port(host, int(port), 60):

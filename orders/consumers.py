@@ -1,0 +1,102 @@
+"""Websockets: thin consumers that join a group, ask the hub to watch, and forward HTML."""
+
+from __future__ import annotations
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+
+from orders.live import BOARD_GROUP, STATUS_GROUP, hub, order_group, render_board, render_status
+
+# Close codes in the 4000 range are ours; htmx does not reconnect after them.
+CLOSE_NOT_FOUND = 4404
+
+
+def live_error(message: str) -> str:
+    return render_to_string("orders/partials/live_error.html", {"message": message})
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """Shared behaviour: worker status for everyone, and no commands accepted."""
+
+    groups_joined: list[str]
+
+    async def join(self, *groups: str) -> None:
+        self.groups_joined = list(groups)
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        hub.watch_status()
+        await self.send(text_data=render_status(await hub.refresh_worker()))
+
+    async def leave(self) -> None:
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if getattr(self, "groups_joined", None):
+            hub.unwatch_status()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # This socket only streams updates; actions go through the page's forms.
+        await self.send(
+            text_data=live_error("This live connection only sends updates; it takes no commands.")
+        )
+
+    async def send_html(self, event: dict) -> None:
+        await self.send(text_data=event["html"])
+
+
+class BoardConsumer(LiveConsumer):
+    """/ws/orders/: the order list, the switches and the worker status."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.join(STATUS_GROUP, BOARD_GROUP)
+        hub.watch_board()
+        for html in await _board_snapshot():
+            await self.send(text_data=html)
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "groups_joined", None):
+            hub.unwatch_board()
+        await self.leave()
+
+
+class OrderConsumer(LiveConsumer):
+    """/ws/orders/<pk>/: one order's steps, retries and attempts."""
+
+    order_id: int | None = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        order_id = self.scope["url_route"]["kwargs"]["order_id"]
+        fragment = await hub.order_fragment(order_id)
+        if fragment is None:
+            await self.send(text_data=live_error(f"There is no order #{order_id}."))
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.order_id = order_id
+        await self.join(STATUS_GROUP, order_group(order_id))
+        await self.send(text_data=fragment[0])
+        hub.watch_order(order_id)
+
+    async def disconnect(self, code: int) -> None:
+        if self.order_id is not None:
+            hub.unwatch_order(self.order_id)
+        await self.leave()
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other /ws/ path: say what exists instead of dropping the connection."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(
+            text_data=live_error(
+                "No live feed at this address. Use /ws/orders/ or /ws/orders/<order number>/."
+            )
+        )
+        await self.close(code=CLOSE_NOT_FOUND)
+
+
+async def _board_snapshot() -> tuple[str, str]:
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(render_board)()

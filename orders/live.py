@@ -1,0 +1,235 @@
+"""The progress hub: what turns Temporal and database changes into fragments on screens.
+
+Per web process there is at most one poller per watched in-flight order and one board
+poller (order list, switches, worker status), however many browsers watch. Each poller
+sends a fragment to its Channels group only when the fragment changed, so Temporal load
+grows with the orders being watched, never with the number of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db.models import Max
+from django.template.loader import render_to_string
+
+from orders.models import Order, ServiceCall, ServiceSwitch
+from orders.progress import SOURCE_FINAL, OrderSnapshot, build_snapshot
+from orders.temporal import WORKER_UP, worker_status
+
+log = logging.getLogger(__name__)
+
+ORDER_POLL_S = 0.1  # how often a watched order's database signature is checked
+ORDER_REFRESH_S = 1.0  # Temporal is asked at least this often even when nothing changed
+BOARD_POLL_S = 0.25
+STATUS_POLL_S = 1.0
+BOARD_ROWS = 25
+
+BOARD_GROUP = "board"
+STATUS_GROUP = "status"
+
+
+def order_group(order_id: int) -> str:
+    return f"order.{order_id}"
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def render_order(snapshot: OrderSnapshot, worker: str) -> str:
+    return render_to_string(
+        "orders/partials/order_detail.html", {"snapshot": snapshot, "worker": worker, "oob": True}
+    )
+
+
+def render_status(worker: str) -> str:
+    return render_to_string("orders/partials/worker_status.html", {"worker": worker, "oob": True})
+
+
+def board_context() -> dict:
+    orders = list(Order.objects.select_related("product").prefetch_related("steps")[:BOARD_ROWS])
+    return {
+        "orders": orders,
+        "switches": list(ServiceSwitch.objects.order_by("id")),
+        "modes": ServiceSwitch.MODES,
+        "mode_help": ServiceSwitch.MODE_HELP,
+    }
+
+
+def render_board() -> tuple[str, str]:
+    context = board_context() | {"oob": True, "live": True}
+    return (
+        render_to_string("orders/partials/order_list.html", context),
+        render_to_string("orders/partials/switches.html", context),
+    )
+
+
+def _order_signature(order_id: int) -> tuple:
+    """Changes whenever an activity writes anything about the order."""
+    order = Order.objects.filter(pk=order_id).values_list("updated_at", "status").first()
+    last_call = ServiceCall.objects.filter(order_id=order_id).aggregate(Max("id"))["id__max"]
+    return (order, last_call)
+
+
+def _board_signature() -> tuple:
+    # Activities bump the order's updated_at with every step change they record.
+    switches = ServiceSwitch.objects.order_by("id").values_list(
+        "mode", "failures_left", "latency_ms"
+    )
+    return (Order.objects.aggregate(Max("id"), Max("updated_at")), tuple(switches))
+
+
+# --- the hub ---------------------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    task: asyncio.Task
+    watchers: int = 0
+
+
+@dataclass
+class Hub:
+    orders: dict[int, Watch] = field(default_factory=dict)
+    board: Watch | None = None
+    status: Watch | None = None
+    worker: str = "down"
+    temporal_calls: int = 0  # counted for the fan-out benchmark
+
+    # Orders -------------------------------------------------------------------------
+    def watch_order(self, order_id: int) -> None:
+        watch = self.orders.get(order_id)
+        if watch is None or watch.task.done():
+            watch = Watch(asyncio.create_task(self._poll_order(order_id)))
+            self.orders[order_id] = watch
+        watch.watchers += 1
+
+    def unwatch_order(self, order_id: int) -> None:
+        watch = self.orders.get(order_id)
+        if watch is None:
+            return
+        watch.watchers -= 1
+        if watch.watchers <= 0:
+            watch.task.cancel()
+            del self.orders[order_id]
+
+    async def order_fragment(self, order_id: int) -> tuple[str, bool] | None:
+        """(html, final) for one order now, or None when it does not exist."""
+        snapshot = await build_snapshot(order_id, worker_up=self.worker == WORKER_UP)
+        if snapshot is None:
+            return None
+        self.temporal_calls += 0 if snapshot.source == SOURCE_FINAL else 2
+        html = await sync_to_async(render_order)(snapshot, self.worker)
+        return html, snapshot.source == SOURCE_FINAL
+
+    async def _poll_order(self, order_id: int) -> None:
+        layer = get_channel_layer()
+        last_html, last_signature, last_refresh = "", None, 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                signature = await sync_to_async(_order_signature)(order_id)
+                stale = loop.time() - last_refresh >= ORDER_REFRESH_S
+                if signature != last_signature or stale:
+                    last_signature, last_refresh = signature, loop.time()
+                    fragment = await self.order_fragment(order_id)
+                    if fragment is None:
+                        return
+                    html, final = fragment
+                    if html != last_html:
+                        last_html = html
+                        await layer.group_send(
+                            order_group(order_id), {"type": "send.html", "html": html}
+                        )
+                    if final:
+                        return  # closed orders are never polled
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Polling order %s failed; trying again", order_id)
+            await asyncio.sleep(ORDER_POLL_S)
+
+    # Board and status ----------------------------------------------------------------
+    def watch_board(self) -> None:
+        if self.board is None or self.board.task.done():
+            self.board = Watch(asyncio.create_task(self._poll_board()))
+        self.board.watchers += 1
+
+    def unwatch_board(self) -> None:
+        if self.board is None:
+            return
+        self.board.watchers -= 1
+        if self.board.watchers <= 0:
+            self.board.task.cancel()
+            self.board = None
+
+    def watch_status(self) -> None:
+        if self.status is None or self.status.task.done():
+            self.status = Watch(asyncio.create_task(self._poll_status()))
+        self.status.watchers += 1
+
+    def unwatch_status(self) -> None:
+        if self.status is None:
+            return
+        self.status.watchers -= 1
+        if self.status.watchers <= 0:
+            self.status.task.cancel()
+            self.status = None
+
+    async def refresh_worker(self) -> str:
+        self.worker = await worker_status()
+        self.temporal_calls += 1
+        return self.worker
+
+    async def _poll_status(self) -> None:
+        layer = get_channel_layer()
+        last_html = ""
+        while True:
+            try:
+                html = render_status(await self.refresh_worker())
+                if html != last_html:
+                    last_html = html
+                    await layer.group_send(STATUS_GROUP, {"type": "send.html", "html": html})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Checking the worker failed; trying again")
+            await asyncio.sleep(STATUS_POLL_S)
+
+    async def _poll_board(self) -> None:
+        layer = get_channel_layer()
+        last_signature = None
+        last_fragments: tuple[str, str] = ("", "")
+        while True:
+            try:
+                signature = await sync_to_async(_board_signature)()
+                if signature != last_signature:
+                    last_signature = signature
+                    fragments = await sync_to_async(render_board)()
+                    for old, new in zip(last_fragments, fragments, strict=True):
+                        if old != new:
+                            await layer.group_send(BOARD_GROUP, {"type": "send.html", "html": new})
+                    last_fragments = fragments
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Refreshing the order board failed; trying again")
+            await asyncio.sleep(BOARD_POLL_S)
+
+    async def stop(self) -> None:
+        tasks = [w.task for w in [*self.orders.values(), self.board, self.status] if w]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.orders.clear()
+        self.board = self.status = None
+
+
+hub = Hub()

@@ -1,0 +1,45 @@
+"""Small display helpers: every state reads as a word and an icon, not only a colour."""
+
+from django import template
+from django.utils.html import format_html
+
+from orders.models import Order
+
+register = template.Library()
+
+STATE_ICONS = {
+    "pending": "○",
+    "running": "◐",
+    "retrying": "↻",
+    "completed": "✓",
+    "failed": "✖",
+    "skipped": "–",
+    "compensated": "↺",
+}
+STATUS_ICONS = {
+    "pending": "○",
+    "running": "◐",
+    "completed": "✓",
+    "completed_with_warnings": "⚠",
+    "failed": "✖",
+    "cancelled": "⊘",
+}
+
+
+@register.filter
+def state_icon(state: str) -> str:
+    return STATE_ICONS.get(state, "?")
+
+
+@register.simple_tag
+def status_badge(order: Order) -> str:
+    if order.start_error:
+        return format_html(
+            '<span class="badge status-failed" title="{}">✖ not started</span>', order.start_error
+        )
+    return format_html(
+        '<span class="badge status-{}">{} {}</span>',
+        order.status,
+        STATUS_ICONS.get(order.status, "?"),
+        order.get_status_display(),
+    )
