@@ -6,6 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     DJANGO_SETTINGS_MODULE=orderdash.settings \
     ORDERDASH_VAR_DIR=/app/var
 
@@ -22,9 +23,7 @@ COPY orderdash/ orderdash/
 COPY orders/ orders/
 COPY worker/ worker/
 COPY templates/ templates/
-# The page's css and js. The [c] pattern copies static/ when it exists and lets the
-# build pass before it does (a plain COPY fails on a missing source).
-COPY stati[c] static/
+COPY static/ static/
 
 # Run as an unprivileged user. Settings create ORDERDASH_VAR_DIR at import, so it must be
 # writable; nothing else is.
