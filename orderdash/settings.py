@@ -110,7 +110,7 @@ else:
         }
     }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["default"].setdefault("OPTIONS", SQLITE_OPTIONS)
+    DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS | DATABASES["default"].get("OPTIONS", {})
 
 REDIS_URL = os.getenv("REDIS_URL", "")
 if REDIS_URL:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from orders.forms import OrderForm, SwitchForm, apply_switch
 from orders.live import BOARD_ROWS, board_context
-from orders.models import Order, ServiceSwitch
+from orders.models import Order
 from orders.placement import place_order
 from orders.progress import build_snapshot
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
@@ -52,7 +52,9 @@ def place(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def set_switch(request: HttpRequest, service: str) -> HttpResponse:
-    form = SwitchForm(request.POST | {"service": service})
+    data = request.POST.copy()
+    data["service"] = service
+    form = SwitchForm(data)
     if form.is_valid():
         apply_switch(form.cleaned_data)
     elif not request.htmx:
@@ -75,7 +77,3 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     template = "orders/detail.html#order-detail" if request.htmx else "orders/detail.html"
     return render(request, template, context)
-
-
-def switch_modes() -> tuple[str, ...]:
-    return ServiceSwitch.MODES

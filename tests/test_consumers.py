@@ -1,0 +1,185 @@
+"""The live websockets, driven with WebsocketCommunicator against a real Temporal dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from orderdash.asgi import application
+from orders.live import hub
+from orders.models import Product
+from orders.placement import place_order
+from tests.conftest import set_switch
+
+HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+
+
+@pytest.fixture(autouse=True)
+async def fresh_hub():
+    yield
+    await hub.stop()
+
+
+def order_data(sku: str = "KB-01") -> dict:
+    return {
+        "product": Product.objects.get(sku=sku),
+        "quantity": 1,
+        "customer_name": "Katherine Johnson",
+        "email": "katherine@example.com",
+        "phone": "+1 555 0199",
+        "address": "4 Orbit Lane",
+    }
+
+
+async def connect(path: str) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=HEADERS)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    return communicator
+
+
+async def receive_until(communicator: WebsocketCommunicator, pattern: str, timeout: float = 30):
+    """Collect messages until one matches; fail with everything seen if none does."""
+    seen = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        message = await communicator.receive_output(timeout=deadline - loop.time())
+        if message["type"] == "websocket.close":
+            raise AssertionError(f"socket closed before {pattern!r}; saw {seen}")
+        text = message.get("text", "")
+        seen.append(text)
+        if re.search(pattern, text):
+            return text
+    raise AssertionError(f"no message matched {pattern!r}; saw {seen}")
+
+
+async def test_order_socket_sends_a_full_snapshot_on_connect(live_temporal, catalogue):
+    order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+    communicator = await connect(f"/ws/orders/{order.pk}/")
+    try:
+        await receive_until(communicator, r'data-worker="up"')
+        snapshot = await receive_until(communicator, rf'id="order-{order.pk}"')
+        assert snapshot.count("data-step=") == 6
+        assert 'hx-swap-oob="true"' in snapshot
+    finally:
+        await communicator.disconnect()
+
+
+async def test_order_socket_pushes_retries_and_completion(live_temporal, catalogue):
+    await sync_to_async(set_switch)("inventory", "flaky", failures=2)
+    order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+    communicator = await connect(f"/ws/orders/{order.pk}/")
+    try:
+        retrying = await receive_until(
+            communicator, r'data-step="inventory" data-state="retrying" data-attempt="2"'
+        )
+        assert "Service Unavailable" in retrying
+        assert "data-next-retry=" in retrying
+        done = await receive_until(communicator, r'data-order-status="completed"', timeout=40)
+        assert 'data-step="inventory" data-state="completed" data-attempt="3"' in done
+    finally:
+        await communicator.disconnect()
+
+
+async def test_two_sockets_on_one_order_share_one_poller(live_temporal, catalogue):
+    await sync_to_async(set_switch)("shipping", "down")
+    order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+    first = await connect(f"/ws/orders/{order.pk}/")
+    second = await connect(f"/ws/orders/{order.pk}/")
+    try:
+        await receive_until(first, rf'id="order-{order.pk}"')
+        await receive_until(second, rf'id="order-{order.pk}"')
+        assert list(hub.orders) == [order.pk]
+        assert hub.orders[order.pk].watchers == 2
+        # Both see the same pushed update from the single poller.
+        pattern = r'data-step="shipping" data-state="retrying"'
+        await receive_until(first, pattern)
+        await receive_until(second, pattern)
+    finally:
+        await first.disconnect()
+        await second.disconnect()
+
+
+async def test_disconnecting_the_last_watcher_stops_the_poller(live_temporal, catalogue):
+    await sync_to_async(set_switch)("shipping", "down")
+    order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+    communicator = await connect(f"/ws/orders/{order.pk}/")
+    await receive_until(communicator, rf'id="order-{order.pk}"')
+    task = hub.orders[order.pk].task
+    await communicator.disconnect()
+    await asyncio.sleep(0.2)
+    assert order.pk not in hub.orders
+    assert task.cancelled() or task.done()
+
+
+async def test_a_closed_order_is_not_polled(live_temporal, catalogue):
+    order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+    communicator = await connect(f"/ws/orders/{order.pk}/")
+    try:
+        await receive_until(communicator, r'data-order-status="completed"')
+        await asyncio.sleep(0.3)
+        assert hub.orders[order.pk].task.done()
+    finally:
+        await communicator.disconnect()
+
+
+async def test_unknown_order_closes_with_a_clear_message(transactional_db):
+    communicator = WebsocketCommunicator(application, "/ws/orders/424242/", headers=HEADERS)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    message = await communicator.receive_from(timeout=10)
+    assert "There is no order #424242." in message
+    closed = await communicator.receive_output(timeout=10)
+    assert closed == {"type": "websocket.close", "code": 4404}
+    assert 424242 not in hub.orders
+
+
+async def test_malformed_path_closes_with_a_clear_message(transactional_db):
+    communicator = WebsocketCommunicator(application, "/ws/orders/abc/", headers=HEADERS)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    assert "No live feed at this address" in await communicator.receive_from(timeout=10)
+    assert (await communicator.receive_output(timeout=10))["code"] == 4404
+
+
+async def test_messages_sent_to_the_socket_are_refused_politely(live_temporal, catalogue):
+    communicator = await connect("/ws/orders/")
+    try:
+        await receive_until(communicator, r'id="order-list"')
+        await communicator.send_to(text_data='{"mode": "down", "service": "payment"}')
+        reply = await receive_until(communicator, r'id="live-error"')
+        assert "takes no commands" in reply
+        assert await sync_to_async(lambda: catalogue["KB-01"].__class__.objects.count())() == 5
+    finally:
+        await communicator.disconnect()
+
+
+async def test_board_socket_shows_new_orders_and_switch_flips(live_temporal, catalogue):
+    communicator = await connect("/ws/orders/")
+    try:
+        await receive_until(communicator, r'id="switches"')
+        await sync_to_async(set_switch)("payment", "down")
+        flipped = await receive_until(communicator, r'data-service="payment" data-mode="down"')
+        assert 'id="switches"' in flipped
+        order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+        await receive_until(communicator, rf'id="order-{order.pk}"')
+    finally:
+        await communicator.disconnect()
+    assert hub.board is None and hub.status is None
+
+
+async def test_board_socket_reports_the_worker_down_when_none_polls(
+    dev_server_address, settings, catalogue
+):
+    settings.TEMPORAL_ADDRESS = dev_server_address
+    settings.TEMPORAL_TASK_QUEUE = "a-queue-no-worker-polls"
+    communicator = await connect("/ws/orders/")
+    try:
+        await receive_until(communicator, r'data-worker="down"')
+    finally:
+        await communicator.disconnect()

@@ -1,0 +1,165 @@
+"""Pages and fragments through Django's test client, against a real Temporal dev server."""
+
+from __future__ import annotations
+
+import pytest
+
+from orders.models import Order, Product, ServiceSwitch
+from tests.conftest import free_port
+
+GOOD_ORDER = {
+    "product": "MS-02",
+    "quantity": "2",
+    "customer_name": "Margaret Hamilton",
+    "email": "margaret@example.com",
+    "phone": "+1 555 0142",
+    "address": "11 Apollo Street",
+}
+
+
+@pytest.fixture
+def temporal_down(settings):
+    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"
+    settings.TEMPORAL_RPC_TIMEOUT = 0.5
+
+
+def test_dashboard_renders_the_whole_page(client, live_temporal, catalogue):
+    response = client.get("/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="place-order"' in html
+    assert html.count("data-service=") == 5
+    assert 'data-worker="up"' in html
+    assert 'ws-connect="/ws/orders/"' in html
+    assert "No orders yet" in html
+
+
+def test_dashboard_htmx_request_gets_only_the_order_list(client, live_temporal, catalogue):
+    client.post("/orders/new/", GOOD_ORDER)
+    response = client.get("/", headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="order-list"') or 'id="order-list"' in html[:200]
+    assert "<html" not in html
+    assert 'data-order-status="' in html
+
+
+def test_placing_an_order_starts_its_workflow_and_shows_it_at_once(
+    client, live_temporal, catalogue
+):
+    response = client.post("/orders/new/", GOOD_ORDER, headers={"HX-Request": "true"})
+    order = Order.objects.get()
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert order.workflow_id == f"order-{order.pk}"
+    assert f'id="order-{order.pk}"' in html
+    assert f'Order <a href="/orders/{order.pk}/">#{order.pk}</a> placed' in html
+    assert order.amount_cents == 2 * 2900
+
+
+def test_placing_an_order_without_htmx_redirects_to_its_page(client, live_temporal, catalogue):
+    response = client.post("/orders/new/", GOOD_ORDER)
+    order = Order.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/orders/{order.pk}/"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("product", "NOPE-1", "No product with that SKU"),
+        ("quantity", "0", "Quantity must be at least 1."),
+        ("quantity", "500", "At most 20 units per order."),
+        ("email", "not-an-email", "Enter an email address"),
+        ("customer_name", "   ", "This field is required."),
+    ],
+)
+def test_bad_order_input_is_explained_next_to_the_field_and_creates_nothing(
+    client, catalogue, field, value, message
+):
+    response = client.post(
+        "/orders/new/", GOOD_ORDER | {field: value}, headers={"HX-Request": "true"}
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert message in html
+    assert f'data-field="{field}"' in html
+    assert not Order.objects.exists()
+
+
+def test_quantity_beyond_what_is_available_is_refused(client, catalogue):
+    Product.objects.filter(sku="MN-27").update(stock=5, reserved=2)
+    response = client.post(
+        "/orders/new/",
+        GOOD_ORDER | {"product": "MN-27", "quantity": "4"},
+        headers={"HX-Request": "true"},
+    )
+    assert "Only 3 of 27-inch monitor available right now." in response.content.decode()
+    assert not Order.objects.exists()
+
+
+def test_placing_an_order_while_temporal_is_down_says_so(client, catalogue, temporal_down):
+    response = client.post("/orders/new/", GOOD_ORDER, headers={"HX-Request": "true"})
+    order = Order.objects.get()
+    assert response.status_code == 200
+    assert order.workflow_id == ""
+    assert order.start_error.startswith("Not started: Temporal is not reachable")
+    assert "not started" in response.content.decode()
+
+
+def test_pages_still_render_when_temporal_is_unreachable(client, catalogue, temporal_down):
+    client.post("/orders/new/", GOOD_ORDER)
+    order = Order.objects.get()
+    dashboard = client.get("/").content.decode()
+    assert "Temporal unreachable" in dashboard
+    assert 'data-worker="down"' in dashboard
+    detail = client.get(f"/orders/{order.pk}/")
+    assert detail.status_code == 200
+    assert 'data-order-status="pending"' in detail.content.decode()
+
+
+def test_flipping_a_switch_applies_it_and_returns_the_panel(client, catalogue):
+    response = client.post(
+        "/services/inventory/", {"mode": "flaky", "failures": "3"}, headers={"HX-Request": "true"}
+    )
+    html = response.content.decode()
+    switch = ServiceSwitch.objects.get(service="inventory")
+    assert (switch.mode, switch.failures, switch.failures_left) == ("flaky", 3, 3)
+    assert 'data-service="inventory" data-mode="flaky"' in html
+
+
+def test_a_bad_switch_setting_is_refused_and_changes_nothing(client, catalogue):
+    response = client.post(
+        "/services/inventory/", {"mode": "explode"}, headers={"HX-Request": "true"}
+    )
+    assert "Unknown mode explode." in response.content.decode()
+    assert ServiceSwitch.objects.get(service="inventory").mode == "healthy"
+    response = client.post("/services/teleporter/", {"mode": "down"})
+    assert response.status_code == 400
+    assert "not one of the available choices" in response.content.decode()
+    assert not ServiceSwitch.objects.filter(service="teleporter").exists()
+
+
+def test_switches_only_take_posts(client, catalogue):
+    assert client.get("/services/inventory/").status_code == 405
+
+
+def test_order_page_shows_steps_policy_and_links(client, live_temporal, catalogue):
+    client.post("/orders/new/", GOOD_ORDER)
+    order = Order.objects.get()
+    html = client.get(f"/orders/{order.pk}/").content.decode()
+    assert f'id="order-{order.pk}"' in html
+    assert html.count("data-step=") == 6
+    assert "6 attempts, backoff 1s ×2 up to 30s, 5s per attempt" in html
+    assert f"/admin/orders/order/{order.pk}/change/" in html
+    assert f"/namespaces/default/workflows/order-{order.pk}" in html
+    assert f'ws-connect="/ws/orders/{order.pk}/"' in html
+
+
+def test_an_unknown_order_is_a_friendly_404(client, catalogue):
+    response = client.get("/orders/987654/")
+    assert response.status_code == 404
+    assert "There is no such page or order." in response.content.decode()
+
+
+def test_a_non_numeric_order_url_is_a_404_too(client, catalogue):
+    assert client.get("/orders/abc/").status_code == 404
