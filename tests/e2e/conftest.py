@@ -92,7 +92,7 @@ def stack(dev_server_address) -> Iterator[Stack]:
             "-p",
             str(port),
             "orderdash.asgi:application",
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         env=env,
     )
