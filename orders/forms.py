@@ -6,7 +6,7 @@ import re
 
 from django import forms
 
-from orders.models import Product, ServiceSwitch
+from orders.models import Order, Product, ServiceSwitch
 from worker.shared import SERVICES
 
 # One order may not take more than this many units, whatever the stock.
@@ -43,6 +43,16 @@ class OrderForm(forms.Form):
         max_length=32, required=False, strip=True, help_text="For the SMS update."
     )
     address = forms.CharField(max_length=200, strip=True, label="Shipping address")
+    engine = forms.ChoiceField(
+        choices=Order.ENGINES,
+        initial=Order.TEMPORAL,
+        required=False,
+        error_messages={"invalid_choice": "Engine must be temporal or plain."},
+        help_text="Compare places the same order in both.",
+    )
+
+    def clean_engine(self) -> str:
+        return self.cleaned_data["engine"] or Order.TEMPORAL
 
     def clean_customer_name(self) -> str:
         name = self.cleaned_data["customer_name"]

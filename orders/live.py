@@ -19,7 +19,13 @@ from django.db.models import Max
 from django.template.loader import render_to_string
 
 from orders.models import Order, ServiceCall, ServiceSwitch
-from orders.progress import SOURCE_FINAL, OrderSnapshot, build_snapshot
+from orders.progress import (
+    SOURCE_FINAL,
+    SOURCE_LIVE,
+    SOURCE_NO_WORKER,
+    OrderSnapshot,
+    build_snapshot,
+)
 from orders.temporal import WORKER_UP, worker_status
 
 log = logging.getLogger(__name__)
@@ -123,7 +129,8 @@ class Hub:
         snapshot = await build_snapshot(order_id, worker_up=self.worker == WORKER_UP)
         if snapshot is None:
             return None
-        self.temporal_calls += 0 if snapshot.source == SOURCE_FINAL else 2
+        if snapshot.source in (SOURCE_LIVE, SOURCE_NO_WORKER):
+            self.temporal_calls += 2  # describe + query
         html = await sync_to_async(render_order)(snapshot, self.worker)
         return html, snapshot.source == SOURCE_FINAL
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from worker.shared import (
+    FINAL_STATUSES,
     ORDER_STATUSES,
     PENDING,
     SERVICES,
@@ -49,6 +51,12 @@ class Product(models.Model):
 
 
 class Order(models.Model):
+    TEMPORAL = "temporal"
+    PLAIN = "plain"
+    ENGINES = ((TEMPORAL, "Temporal workflow"), (PLAIN, "plain script"))
+    # A plain-script order with no sign of life for this long has died with its process.
+    PLAIN_STALL_S = 5
+
     customer_name = models.CharField(max_length=100)
     email = models.EmailField()
     phone = models.CharField(max_length=32, blank=True)
@@ -58,6 +66,15 @@ class Order(models.Model):
     amount_cents = models.PositiveIntegerField()
     status = models.CharField(
         max_length=32, choices=_choices(ORDER_STATUSES), default=PENDING, db_index=True
+    )
+    engine = models.CharField(max_length=16, choices=ENGINES, default=TEMPORAL, db_index=True)
+    compare_with = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="compared_from",
+        help_text="The same order placed in the other engine, to compare side by side.",
     )
     workflow_id = models.CharField(max_length=64, blank=True, db_index=True)
     start_error = models.TextField(
@@ -87,9 +104,14 @@ class Order(models.Model):
 
     @property
     def is_final(self) -> bool:
-        from worker.shared import FINAL_STATUSES
-
         return self.status in FINAL_STATUSES
+
+    @property
+    def is_lost(self) -> bool:
+        """A plain-script order whose process died: nothing will ever move it again."""
+        if self.engine != self.PLAIN or self.is_final or self.status == PENDING:
+            return False
+        return (timezone.now() - self.updated_at).total_seconds() > self.PLAIN_STALL_S
 
 
 class OrderStep(models.Model):
@@ -135,7 +157,7 @@ class ServiceSwitch(models.Model):
         FLAKY: "the next N calls fail, then it recovers",
         SLOW: "each call takes T ms (past the timeout it is retried)",
         REJECT: "a business error that is not retried (out of stock, card declined …)",
-        CRASH: "the worker process dies during the next call, after the side effect",
+        CRASH: "the process dies during the call, right after the side effect (once per order)",
     }
 
     service = models.CharField(max_length=16, unique=True, choices=_choices(SERVICES))

@@ -25,6 +25,7 @@ def create_order(cleaned: dict) -> Order:
             product=product,
             quantity=cleaned["quantity"],
             amount_cents=product.price_cents * cleaned["quantity"],
+            engine=cleaned.get("engine") or Order.TEMPORAL,
         )
         OrderStep.objects.bulk_create(
             OrderStep(order=order, name=name, position=i) for i, name in enumerate(STEPS)
@@ -62,6 +63,21 @@ async def start_workflow(order: Order) -> Order:
 
 
 def place_order(cleaned: dict) -> Order:
-    """Create the order and start its workflow (sync callers: views, commands)."""
+    """Create the order and start it (sync callers: views, commands).
+
+    A plain-script order only needs its row: the plain runner picks up pending ones.
+    """
     order = create_order(cleaned)
+    if order.engine == Order.PLAIN:
+        return order
     return async_to_sync(start_workflow)(order)
+
+
+def place_comparison(cleaned: dict) -> Order:
+    """The same order in both engines at once; returns the Temporal one, linked to its twin."""
+    with transaction.atomic():
+        plain = create_order(cleaned | {"engine": Order.PLAIN})
+        temporal = create_order(cleaned | {"engine": Order.TEMPORAL})
+        temporal.compare_with = plain
+        temporal.save(update_fields=["compare_with"])
+    return async_to_sync(start_workflow)(temporal)

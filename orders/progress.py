@@ -14,6 +14,7 @@ from datetime import datetime
 
 from asgiref.sync import sync_to_async
 
+from orders.audit import OrderAudit, audit_order
 from orders.models import Order, OrderStep, ServiceCall
 from orders.temporal import (
     TemporalUnavailable,
@@ -34,6 +35,7 @@ SOURCE_LIVE = "live"
 SOURCE_NO_WORKER = "no_worker"
 SOURCE_NO_TEMPORAL = "no_temporal"
 SOURCE_FINAL = "final"
+SOURCE_PLAIN = "plain"  # the plain script: the database is all there is
 
 
 @dataclass
@@ -55,6 +57,7 @@ class OrderSnapshot:
     steps: list[StepView]
     source: str
     calls: list[ServiceCall] = field(default_factory=list)
+    audit: OrderAudit | None = None
 
     @property
     def current_step(self) -> StepView | None:
@@ -79,7 +82,12 @@ async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnaps
     order, db_steps, calls = loaded
     progress: OrderProgress | None = None
     state: WorkflowState | None = None
-    source = SOURCE_FINAL if order.is_final or not order.workflow_id else SOURCE_LIVE
+    if order.is_final or order.is_lost:
+        source = SOURCE_FINAL
+    elif order.engine == Order.PLAIN:
+        source = SOURCE_PLAIN
+    else:
+        source = SOURCE_LIVE if order.workflow_id else SOURCE_FINAL
     if source == SOURCE_LIVE:
         try:
             state = await describe_order(order.workflow_id)
@@ -91,7 +99,8 @@ async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnaps
             if progress is None:
                 source = SOURCE_NO_WORKER
     steps = [_merge(step, progress, state) for step in db_steps]
-    return OrderSnapshot(order=order, steps=steps, source=source, calls=calls)
+    audit = await sync_to_async(audit_order)(order)
+    return OrderSnapshot(order=order, steps=steps, source=source, calls=calls, audit=audit)
 
 
 def _merge(

@@ -7,5 +7,6 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("orders/new/", views.place, name="place"),
     path("orders/<int:pk>/", views.detail, name="detail"),
+    path("orders/<int:pk>/compare/", views.compare, name="compare"),
     path("services/<str:service>/", views.set_switch, name="switch"),
 ]

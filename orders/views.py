@@ -6,12 +6,14 @@ from asgiref.sync import async_to_sync
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from orders.forms import OrderForm, SwitchForm, apply_switch
 from orders.live import BOARD_ROWS, board_context
 from orders.models import Order
-from orders.placement import place_order
+from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
 
@@ -43,6 +45,10 @@ def place(request: HttpRequest) -> HttpResponse:
         return render(
             request, "orders/partials/place_order_form.html", {"form": form}, status=status
         )
+    if "compare" in request.POST:
+        order = place_comparison(form.cleaned_data)
+        url = reverse("orders:compare", kwargs={"pk": order.pk})
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     order = place_order(form.cleaned_data)
     if not request.htmx:
         return redirect("orders:detail", pk=order.pk)
@@ -77,3 +83,15 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     template = "orders/detail.html#order-detail" if request.htmx else "orders/detail.html"
     return render(request, template, context)
+
+
+@require_GET
+def compare(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same order in both engines, side by side."""
+    temporal = get_object_or_404(Order, pk=pk, engine=Order.TEMPORAL, compare_with__isnull=False)
+    worker = _worker()
+    snapshots = [
+        async_to_sync(build_snapshot)(order_id, worker_up=worker == WORKER_UP)
+        for order_id in (temporal.pk, temporal.compare_with_id)
+    ]
+    return render(request, "orders/compare.html", {"snapshots": snapshots, "worker": worker})

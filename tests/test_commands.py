@@ -174,7 +174,10 @@ def test_it_places_an_order_and_starts_its_workflow(live_temporal, catalogue):
     assert order.amount_cents == 2 * 8900
     assert order.workflow_id == f"order-{order.pk}"
     assert order.start_error == ""
-    assert out.strip() == f"Order #{order.pk} placed: 2 × KB-01, $178.00, workflow order-{order.pk}"
+    assert (
+        out.strip()
+        == f"Order #{order.pk} placed: 2 × KB-01, $178.00, run by workflow order-{order.pk}"
+    )
     description = describe(order.workflow_id)
     assert description.workflow_type == WORKFLOW_NAME
     assert description.task_queue == settings.TEMPORAL_TASK_QUEUE

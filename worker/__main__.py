@@ -13,4 +13,4 @@ if __name__ == "__main__":
 
         main()
     else:
-        sys.exit(supervise())
+        sys.exit(supervise("worker", "worker"))

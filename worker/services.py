@@ -55,6 +55,8 @@ class SimulatedCrash(Exception):
     error_type = "WorkerCrashed"
 
 
+CRASH_MESSAGE = "Process crashed right after the effect (crash switch)"
+
 REJECTION_MESSAGES = {
     "inventory": "Out of stock",
     "payment": "Card declined",
@@ -65,7 +67,7 @@ REJECTION_MESSAGES = {
 
 
 def _raise_simulated_crash() -> None:
-    raise SimulatedCrash("Worker crashed during the call (simulated)")
+    raise SimulatedCrash(CRASH_MESSAGE)
 
 
 def die_now() -> None:
@@ -98,7 +100,7 @@ class Behaviour:
 
 
 def consume_switch(service: str) -> Behaviour:
-    """Read the switch for one call; flaky counts down and crash fires once.
+    """Read the switch for one call; flaky counts down as it fails.
 
     The returned mode is what *this* call does: a flaky switch with no failures left
     behaves as healthy, and the last planned failure flips the switch back to healthy.
@@ -115,10 +117,6 @@ def consume_switch(service: str) -> Behaviour:
             if switch.failures_left == 0:
                 switch.mode = ServiceSwitch.HEALTHY
             switch.save(update_fields=["failures_left", "mode", "updated_at"])
-        elif switch.mode == ServiceSwitch.CRASH:
-            # One crash per flip: otherwise the restarted worker would die again forever.
-            switch.mode = ServiceSwitch.HEALTHY
-            switch.save(update_fields=["mode", "updated_at"])
     return behaviour
 
 
@@ -150,9 +148,9 @@ def call_service(
                     f"No answer within the {ctx.timeout_s:g}s timeout; the {operation} had"
                     f" already happened ({reference})"
                 ) from exc
-        if behaviour.mode == ServiceSwitch.CRASH:
+        if behaviour.mode == ServiceSwitch.CRASH and not _crashed_before(service, ctx):
             # The effect is committed: dying now is the "charged, then crashed" case.
-            _record(service, operation, ctx, ServiceCall.ERROR, "Worker crashed", started)
+            _record(service, operation, ctx, ServiceCall.ERROR, CRASH_MESSAGE, started)
             crash_handler()
     except BusinessRejection as exc:
         _record(service, operation, ctx, ServiceCall.REJECTED, str(exc), started)
@@ -169,6 +167,13 @@ def call_service(
         )
     _record(service, operation, ctx, outcome, note, started)
     return reference
+
+
+def _crashed_before(service: str, ctx: CallContext) -> bool:
+    # Each order brings its process down once at this service; its retry then goes through.
+    return ServiceCall.objects.filter(
+        order_id=ctx.order_id, service=service, error=CRASH_MESSAGE
+    ).exists()
 
 
 def _fail_as_switched(service: str, behaviour: Behaviour, *, compensation: bool) -> None:

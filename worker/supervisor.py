@@ -1,7 +1,8 @@
-"""Keeps one worker process running: when it dies, say so, pause, start another.
+"""Keeps one process running: when it dies, say so, pause, start another.
 
-A dead worker loses nothing: Temporal notices the missing heartbeat and hands the
-interrupted step to the next worker that polls.
+A dead Temporal worker loses nothing: Temporal notices the missing heartbeat and hands
+the interrupted step to the next worker that polls. A dead plain-script runner loses
+whatever order it was in the middle of; restarting it does not bring that back.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import subprocess
 import sys
 import time
 
-log = logging.getLogger("worker.supervisor")
+log = logging.getLogger("supervisor")
 
 RESTART_PAUSE_S = float(os.getenv("WORKER_RESTART_PAUSE", "1.5"))
 
 
-def supervise() -> int:
+def supervise(module: str, name: str) -> int:
+    """Run `python -m <module> --once` again and again until asked to stop."""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s supervisor %(levelname)s %(message)s"
+        level=logging.INFO, format=f"%(asctime)s {name}-supervisor %(levelname)s %(message)s"
     )
     stopping = False
     child: subprocess.Popen[bytes] | None = None
@@ -34,12 +36,13 @@ def supervise() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     while not stopping:
-        child = subprocess.Popen([sys.executable, "-m", "worker", "--once"])
+        child = subprocess.Popen([sys.executable, "-m", module, "--once"])
         code = child.wait()
         if stopping:
             break
         log.error(
-            "Worker process %d died (exit %d); starting a new one in %.1fs",
+            "%s process %d died (exit %d); starting a new one in %.1fs",
+            name,
             child.pid,
             code,
             RESTART_PAUSE_S,

@@ -3,6 +3,7 @@
 from django import template
 from django.utils.html import format_html
 
+from orders.audit import audit_order
 from orders.models import Order
 
 register = template.Library()
@@ -33,6 +34,11 @@ def state_icon(state: str) -> str:
 
 @register.simple_tag
 def status_badge(order: Order) -> str:
+    if order.is_lost:
+        return format_html(
+            '<span class="badge status-lost" data-lost="true">✖ {}</span>',
+            audit_order(order).lost_summary,
+        )
     if order.start_error:
         return format_html(
             '<span class="badge status-failed" title="{}">✖ not started</span>', order.start_error

@@ -32,6 +32,11 @@ class Command(BaseCommand):
         parser.add_argument("--phone", default="+44 20 7946 0000")
         parser.add_argument("--address", default="12 Analytical Row, London")
         parser.add_argument(
+            "--engine",
+            default="temporal",
+            help="temporal (the durable workflow) or plain (the fragile script)",
+        )
+        parser.add_argument(
             "--wait", action="store_true", help="follow every step and retry until the order ends"
         )
         parser.add_argument(
@@ -47,6 +52,7 @@ class Command(BaseCommand):
                 "email": options["email"],
                 "phone": options["phone"],
                 "address": options["address"],
+                "engine": options["engine"],
             }
         )
         if not form.is_valid():
@@ -59,9 +65,10 @@ class Command(BaseCommand):
             # start_error reads "Not started: <why>"; mid-sentence it needs a small n.
             reason = order.start_error[:1].lower() + order.start_error[1:]
             raise CommandError(f"Order #{order.pk} saved but {reason}")
+        runner = f"workflow {order.workflow_id}" if order.workflow_id else "the plain script"
         self.stdout.write(
             f"Order #{order.pk} placed: {order.quantity} × {order.product.sku}, {order.amount},"
-            f" workflow {order.workflow_id}"
+            f" run by {runner}"
         )
         if not options["wait"]:
             return
@@ -87,11 +94,17 @@ class Command(BaseCommand):
                     step_states[step.name] = step.state
                     result = f" ({step.result})" if step.result else ""
                     self.stdout.write(f"{STEP_LABELS[step.name]}: {step.state}{result}")
-            await self._announce_retries(workflow_id, announced_retries)
+            if workflow_id:
+                await self._announce_retries(workflow_id, announced_retries)
             order = await Order.objects.aget(pk=order_id)
             if order.status in FINAL_STATUSES:
                 self._report(order)
                 return order.status
+            if order.is_lost:
+                self.stdout.write(
+                    f"Order #{order.pk} lost: its process died and nothing resumes it."
+                )
+                return "lost"
             await asyncio.sleep(POLL_INTERVAL_S)
         self.stderr.write(f"Gave up waiting after {timeout:g}s; the order goes on in Temporal.")
         return "timeout"

@@ -55,6 +55,8 @@ class Command(BaseCommand):
             if "TEMPORAL_ADDRESS" not in os.environ:
                 children.append(("temporal", self._start_temporal()))
             children.append(("worker", subprocess.Popen([sys.executable, "-m", "worker"])))
+            # The seed's fragile script, for the side-by-side comparison.
+            children.append(("plain", subprocess.Popen([sys.executable, "-m", "worker.plain"])))
             children.append(
                 (
                     "daphne",

@@ -1,0 +1,103 @@
+"""The exactly-once check: attempts made versus effects applied, per order and service.
+
+Attempts come from the ledger; effects from the services' own rows (reservations,
+charges, shipments, messages). Retries are fine; effects that don't add up are not.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from orders.models import Order, Reservation
+from worker.shared import CANCELLED, COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, SERVICES
+
+
+@dataclass
+class ServiceAudit:
+    service: str
+    attempts: int
+    effects: str
+
+    @property
+    def line(self) -> str:
+        plural = "" if self.attempts == 1 else "s"
+        return f"{self.service}: {self.attempts} attempt{plural}, {self.effects}"
+
+
+@dataclass
+class OrderAudit:
+    order: Order
+    services: list[ServiceAudit] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def adds_up(self) -> bool:
+        return not self.problems
+
+    @property
+    def lost_summary(self) -> str:
+        """What a lost plain-script order left behind, in a few words."""
+        order = self.order
+        charged = any(c.refunded_at is None for c in order.charges.all())
+        shipped = any(s.cancelled_at is None for s in order.shipments.all())
+        if charged and not shipped:
+            return "lost: charged, not shipped"
+        if charged:
+            return "lost: charged and shipped, never confirmed"
+        if any(r.state == Reservation.RESERVED for r in order.reservations.all()):
+            return "lost: stock held, nothing charged"
+        return "lost: stopped before any effect"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def audit_order(order: Order) -> OrderAudit:
+    attempts = Counter(order.calls.values_list("service", flat=True))
+    reservations = list(order.reservations.all())
+    charges = list(order.charges.all())
+    live_charges = [c for c in charges if c.refunded_at is None]
+    shipments = [s for s in order.shipments.all() if s.cancelled_at is None]
+    messages = Counter(order.messages.values_list("channel", flat=True))
+    held = [r for r in reservations if r.state == Reservation.RESERVED]
+    committed = [r for r in reservations if r.state == Reservation.COMMITTED]
+
+    refunded = len(charges) - len(live_charges)
+    effects = {
+        "inventory": _count(len(reservations), "reservation")
+        + (f" ({', '.join(r.state for r in reservations)})" if reservations else ""),
+        "payment": _count(len(charges), "charge") + (f", {refunded} refunded" if refunded else ""),
+        "shipping": _count(len(shipments), "shipment"),
+        "email": _count(messages["email"], "email"),
+        "sms": _count(messages["sms"], "SMS"),
+    }
+    audit = OrderAudit(
+        order=order,
+        services=[ServiceAudit(s, attempts[s], effects[s]) for s in SERVICES if attempts[s]],
+    )
+    problems = audit.problems
+    if len(live_charges) > 1:
+        problems.append(f"charged {len(live_charges)} times")
+    if len(reservations) > 1:
+        problems.append(f"stock reserved {len(reservations)} times")
+    if order.status in (COMPLETED, COMPLETED_WITH_WARNINGS):
+        if not live_charges:
+            problems.append("completed without a charge")
+        if not shipments:
+            problems.append("completed without a shipment")
+        if held:
+            problems.append("stock reserved but never committed")
+    elif order.status in (FAILED, CANCELLED):
+        if live_charges:
+            problems.append("charged, but the order failed and was never refunded")
+        if held or committed:
+            problems.append("stock never released")
+    elif order.is_lost:
+        problems.append(audit.lost_summary)
+    return audit
+
+
+def orders_that_do_not_add_up(orders: list[Order]) -> list[int]:
+    return [order.pk for order in orders if not audit_order(order).adds_up]

@@ -1,0 +1,33 @@
+"""The exactly-once report: per order, attempts versus effects; non-zero when they don't add up."""
+
+from argparse import ArgumentParser
+
+from django.core.management.base import BaseCommand, CommandError
+
+from orders.audit import audit_order
+from orders.models import Order
+
+
+class Command(BaseCommand):
+    help = "Print attempts versus effects per order and service; exit 1 when any don't add up."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--order", type=int, help="audit only this order number")
+
+    def handle(self, *args: object, **options: object) -> None:
+        orders = Order.objects.order_by("id")
+        if options["order"] is not None:
+            orders = orders.filter(pk=options["order"])
+            if not orders.exists():
+                raise CommandError(f"There is no order #{options['order']}.")
+        broken = 0
+        for order in orders.iterator():
+            audit = audit_order(order)
+            verdict = "effects add up" if audit.adds_up else "; ".join(audit.problems)
+            self.stdout.write(f"Order #{order.pk} ({order.engine}, {order.status}): {verdict}")
+            for service in audit.services:
+                self.stdout.write(f"  {service.line}")
+            broken += not audit.adds_up
+        if broken:
+            self.stderr.write(f"{broken} order(s) whose effects don't add up.")
+            raise SystemExit(1)
