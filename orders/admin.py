@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
+from orders.audit import audit_order, orders_that_do_not_add_up
 from orders.models import (
     Charge,
     Message,
@@ -81,6 +82,27 @@ class MessageInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class EffectsFilter(admin.SimpleListFilter):
+    """Orders whose effects don't add up: double charges, charges without shipment, stuck stock."""
+
+    title = "exactly once"
+    parameter_name = "effects"
+    # Auditing reads every effect row, so it looks at the most recent orders only.
+    RECENT = 2000
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("broken", "effects don't add up"), ("ok", "effects add up")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Order]) -> QuerySet[Order]:
+        if self.value() not in ("broken", "ok"):
+            return queryset
+        recent = list(queryset.order_by("-id")[: self.RECENT])
+        broken = orders_that_do_not_add_up(recent)
+        if self.value() == "broken":
+            return queryset.filter(pk__in=broken)
+        return queryset.filter(pk__in=[o.pk for o in recent]).exclude(pk__in=broken)
+
+
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin):
     list_display = [
@@ -94,12 +116,14 @@ class OrderAdmin(admin.ModelAdmin):
         "warning_list",
         "created_at",
     ]
-    list_filter = ["status", "product"]
+    list_filter = ["status", "engine", EffectsFilter, "product"]
     search_fields = ["=id", "customer_name", "email", "workflow_id"]
     list_select_related = ["product"]
     date_hierarchy = "created_at"
     readonly_fields = [
         "status",
+        "engine",
+        "exactly_once",
         "temporal_link",
         "workflow_id",
         "start_error",
@@ -135,6 +159,14 @@ class OrderAdmin(admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount_cents")
     def amount(self, order: Order) -> str:
         return order.amount
+
+    @admin.display(description="exactly once")
+    def exactly_once(self, order: Order) -> str:
+        audit = audit_order(order)
+        verdict = "effects add up" if audit.adds_up else "✖ " + "; ".join(audit.problems)
+        return format_html_join(
+            "", "<div>{}</div>", [(line,) for line in [verdict, *(s.line for s in audit.services)]]
+        )
 
     @admin.display(description="Temporal")
     def temporal_link(self, order: Order) -> str:

@@ -57,6 +57,14 @@ class SimulatedCrash(Exception):
 
 CRASH_MESSAGE = "Process crashed right after the effect (crash switch)"
 
+SERVICE_NAMES = {
+    "inventory": "Inventory",
+    "payment": "Payment",
+    "shipping": "Shipping",
+    "email": "Email",
+    "sms": "SMS",
+}
+
 REJECTION_MESSAGES = {
     "inventory": "Out of stock",
     "payment": "Card declined",
@@ -178,10 +186,10 @@ def _crashed_before(service: str, ctx: CallContext) -> bool:
 
 def _fail_as_switched(service: str, behaviour: Behaviour, *, compensation: bool) -> None:
     if behaviour.mode == ServiceSwitch.DOWN:
-        raise ServiceUnavailable(f"{service.title()} Service Unavailable")
+        raise ServiceUnavailable(f"{SERVICE_NAMES[service]} Service Unavailable")
     if behaviour.mode == ServiceSwitch.FLAKY:
         raise ServiceUnavailable(
-            f"{service.title()} Service Unavailable (flaky: {behaviour.failures_left} more"
+            f"{SERVICE_NAMES[service]} Service Unavailable (flaky: {behaviour.failures_left} more"
             " failures planned)"
         )
     # Undoing is never refused for business reasons: a refund is not "declined".

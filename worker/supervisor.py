@@ -16,7 +16,9 @@ import time
 
 log = logging.getLogger("supervisor")
 
-RESTART_PAUSE_S = float(os.getenv("WORKER_RESTART_PAUSE", "1.5"))
+# Long enough for the dashboard to show the worker down (it calls a worker down after a few
+# seconds without polls), short enough that the interrupted order resumes within seconds.
+RESTART_PAUSE_S = float(os.getenv("WORKER_RESTART_PAUSE", "6"))
 
 
 def supervise(module: str, name: str) -> int:

@@ -78,7 +78,6 @@ def stack(dev_server_address) -> Iterator[Stack]:
         "ORDERDASH_VAR_DIR": str(workdir),
         "TEMPORAL_ADDRESS": dev_server_address,
         "TEMPORAL_TASK_QUEUE": f"e2e-{uuid.uuid4()}",
-        "WORKER_RESTART_PAUSE": "0.5",
         "DEBUG": "true",
     }
     stack = Stack(url=f"http://127.0.0.1:{port}", env=env)
@@ -97,6 +96,8 @@ def stack(dev_server_address) -> Iterator[Stack]:
         env=env,
     )
     stack.processes.append(daphne)
+    plain = subprocess.Popen([sys.executable, "-m", "worker.plain"], cwd=ROOT, env=env)
+    stack.processes.append(plain)
     stack.start_worker()
     try:
         wait_for_port(port)

@@ -107,3 +107,35 @@ def test_stopping_the_worker_shows_it_down_then_up_again(page: Page, stack):
     finally:
         stack.start_worker()
     expect(indicator).to_have_attribute("data-worker", "up", timeout=20_000)
+
+
+def test_compare_with_a_crash_the_temporal_order_completes_and_the_plain_one_is_lost(
+    page: Page, stack
+):
+    page.goto(stack.url + "/")
+    page.locator('[data-service="payment"]').get_by_role("button", name="crash").click()
+    expect(page.locator('[data-service="payment"]')).to_have_attribute("data-mode", "crash")
+    form = page.locator("#place-order")
+    form.locator("input[name=customer_name]").fill("Grace Hopper")
+    form.locator("input[name=email]").fill("grace@example.com")
+    form.locator("input[name=address]").fill("1 Compiler Way")
+    form.get_by_role("button", name="Compare both engines").click()
+
+    expect(page).to_have_url(re.compile(r"/orders/\d+/compare/$"))
+    indicator = page.locator("[data-worker]")
+    temporal = page.locator('[data-engine="temporal"] [data-order-status]')
+    plain = page.locator('[data-engine="plain"]')
+    # The worker dies right after charging, is shown down, comes back and finishes.
+    expect(indicator).to_have_attribute("data-worker", "down", timeout=20_000)
+    expect(indicator).to_have_attribute("data-worker", "up", timeout=30_000)
+    expect(temporal).to_have_attribute("data-order-status", "completed", timeout=30_000)
+    expect(page.locator('[data-engine="temporal"] [data-audit-service="payment"]')).to_have_text(
+        "payment: 2 attempts, 1 charge"
+    )
+    # The plain script died at the same point and nothing ever picks the order up again.
+    expect(plain.locator('[data-lost="true"]').first).to_contain_text(
+        "lost: charged, not shipped", timeout=30_000
+    )
+    expect(plain.locator('[data-audit-service="payment"]')).to_have_text(
+        "payment: 1 attempt, 1 charge"
+    )

@@ -1,0 +1,177 @@
+"""Crashes with real processes: a supervised worker, the plain script, a restarted server."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from orders.audit import audit_order
+from orders.models import Charge, Order, Product, ServiceCall, Shipment
+from orders.placement import place_order
+from tests.conftest import DEV_SERVER, free_port, set_switch, wait_for_port
+from worker.services import CRASH_MESSAGE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def process_env(settings, transactional_db, dev_server_address) -> dict[str, str]:
+    """Environment for subprocesses that share this test's database and task queue."""
+    task_queue = f"crash-{uuid.uuid4()}"
+    settings.TEMPORAL_ADDRESS = dev_server_address
+    settings.TEMPORAL_TASK_QUEUE = task_queue
+    return os.environ | {
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "TEMPORAL_ADDRESS": dev_server_address,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+        "WORKER_RESTART_PAUSE": "0.5",
+    }
+
+
+@contextmanager
+def running(module: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def order_data(engine: str = "temporal") -> dict:
+    return {
+        "product": Product.objects.get(sku="KB-01"),
+        "quantity": 1,
+        "customer_name": "Barbara Liskov",
+        "email": "barbara@example.com",
+        "phone": "+1 555 0111",
+        "address": "7 Substitution Street",
+        "engine": engine,
+    }
+
+
+def status_of(order: Order) -> str:
+    order.refresh_from_db()
+    return order.status
+
+
+def test_a_worker_killed_right_after_charging_restarts_and_charges_once(process_env, catalogue):
+    set_switch("payment", "crash")
+    with running("worker", process_env) as supervisor:
+        order = place_order(order_data())
+        wait_for(lambda: status_of(order) == "completed", 60, "the order to complete")
+        assert supervisor.poll() is None, "the supervisor itself must survive the crash"
+
+    assert Charge.objects.filter(order=order).count() == 1
+    payment_calls = list(ServiceCall.objects.filter(order=order, service="payment"))
+    assert [(c.attempt, c.outcome) for c in payment_calls] == [(1, "error"), (2, "replayed")]
+    assert payment_calls[0].error == CRASH_MESSAGE
+    assert [line.line for line in audit_order(order).services if line.service == "payment"] == [
+        "payment: 2 attempts, 1 charge"
+    ]
+    assert audit_order(order).adds_up
+
+
+def test_the_plain_script_crashing_after_charging_loses_the_order(
+    process_env, catalogue, admin_client
+):
+    set_switch("payment", "crash")
+    with running("worker.plain", process_env):
+        order = place_order(order_data("plain"))
+        wait_for(lambda: Charge.objects.filter(order=order).exists(), 30, "the charge")
+        order.refresh_from_db()
+        wait_for(lambda: Order.objects.get(pk=order.pk).is_lost, 30, "the order to be lost")
+
+    order.refresh_from_db()
+    assert order.status == "running"  # nothing will ever move it again
+    assert not Shipment.objects.filter(order=order).exists()
+    assert Charge.objects.get(order=order).refunded_at is None
+    audit = audit_order(order)
+    assert audit.problems == ["lost: charged, not shipped"]
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("audit", "--order", str(order.pk), stdout=out, stderr=err)
+    assert exit_info.value.code == 1
+    assert f"Order #{order.pk} (plain, running): lost: charged, not shipped" in out.getvalue()
+    assert "payment: 1 attempt, 1 charge" in out.getvalue()
+
+    page = admin_client.get("/admin/orders/order/?effects=broken").content.decode()
+    assert f"/admin/orders/order/{order.pk}/change/" in page
+    detail = admin_client.get(f"/orders/{order.pk}/").content.decode()
+    assert "Lost: charged, not shipped" in detail
+
+
+def test_the_temporal_server_restarted_mid_order_loses_nothing(
+    settings, transactional_db, catalogue, tmp_path
+):
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    command = [
+        str(DEV_SERVER), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+        "--port", str(port), "--log-level", "error", "--db-filename", str(tmp_path / "t.db"),
+        "--dynamic-config-value", 'matching.longPollExpirationInterval="2s"',
+    ]  # fmt: skip
+    settings.TEMPORAL_ADDRESS = address
+    settings.TEMPORAL_TASK_QUEUE = "restart-test"
+    env = os.environ | {
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TASK_QUEUE": "restart-test",
+        "WORKER_RESTART_PAUSE": "0.5",
+    }
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        set_switch("shipping", "down")
+        with running("worker", env):
+            order = place_order(order_data())
+            wait_for(
+                lambda: ServiceCall.objects.filter(order=order, service="shipping").exists(),
+                30,
+                "a failed shipping attempt",
+            )
+            server.terminate()
+            server.wait(timeout=30)
+            server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+            wait_for_port(port)
+            set_switch("shipping", "healthy")
+            wait_for(lambda: status_of(order) == "completed", 90, "the order to complete")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert Charge.objects.filter(order=order).count() == 1
+    assert Shipment.objects.filter(order=order).count() == 1
+
+
+def test_audit_passes_when_every_order_adds_up(catalogue):
+    out = io.StringIO()
+    call_command("audit", stdout=out)
+    assert out.getvalue() == ""
+
+
+def test_audit_of_an_unknown_order_says_so(catalogue):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"There is no order #999\."):
+        call_command("audit", "--order", "999")
