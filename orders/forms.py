@@ -54,12 +54,6 @@ class OrderForm(forms.Form):
     def clean_engine(self) -> str:
         return self.cleaned_data["engine"] or Order.TEMPORAL
 
-    def clean_customer_name(self) -> str:
-        name = self.cleaned_data["customer_name"]
-        if not name:
-            raise forms.ValidationError("Enter the customer's name.")
-        return name
-
     def clean_phone(self) -> str:
         phone = self.cleaned_data["phone"]
         if phone and not PHONE_PATTERN.match(phone):
