@@ -126,7 +126,9 @@ else:
 TEMPORAL_ADDRESS = os.getenv("TEMPORAL_ADDRESS", "127.0.0.1:7233")
 TEMPORAL_NAMESPACE = os.getenv("TEMPORAL_NAMESPACE", "default")
 TEMPORAL_TASK_QUEUE = os.getenv("TEMPORAL_TASK_QUEUE", "orders")
-TEMPORAL_UI_URL = os.getenv("TEMPORAL_UI_URL", "http://127.0.0.1:8233").rstrip("/")
+TEMPORAL_UI_URL = os.getenv(
+    "TEMPORAL_UI_URL", f"http://127.0.0.1:{os.getenv('TEMPORAL_UI_PORT', '8233')}"
+).rstrip("/")
 # How long a page waits on Temporal before saying it is unreachable (seconds).
 TEMPORAL_RPC_TIMEOUT = float(os.getenv("TEMPORAL_RPC_TIMEOUT", "2"))
 
@@ -153,5 +155,7 @@ LOGGING = {
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "temporalio": {"level": "WARNING"},
+        # Every failed attempt is in the ledger and on the page; no traceback per retry.
+        "temporalio.activity": {"level": "ERROR"},
     },
 }
