@@ -113,6 +113,10 @@ def stack(dev_server_address) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def browser():
+    from playwright.sync_api import expect
+
+    # Orders take seconds of retries and backoff; assertions wait for them, never sleep.
+    expect.set_options(timeout=30_000)
     # Fail, never skip: a missing browser must turn CI red, not hide the page tests.
     assert CHROMIUM.exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
     from playwright.sync_api import sync_playwright
