@@ -1,0 +1,320 @@
+"""Take the screenshots in docs/screenshots/ from a real, throwaway stack.
+
+Run by hand from anywhere: `.venv/bin/python docs/screenshots.py`.
+
+It starts its own Temporal dev server (in memory), a fresh SQLite database in a temporary
+directory, daphne and a supervised worker, all on free ports; places orders that end in
+each interesting state; and drives Debian's Chromium with Playwright. Every wait is on the
+page's data attributes, never on a sleep. Everything it started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "screenshots"
+BIN = Path(sys.executable).parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 900}
+SERVICES = ("inventory", "payment", "shipping", "email", "sms")
+PLACED = re.compile(r"Order #(\d+) placed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g}s")
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class Stack:
+    """Temporal dev server, database, daphne and worker, all private to one run."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.temporal: subprocess.Popen | None = None
+        self.daphne: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+        self.logs: list[BinaryIO] = []
+        temporal_port = free_port()
+        self.web_port = free_port()
+        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.temporal_port = temporal_port
+        self.env = os.environ | {
+            "DJANGO_SETTINGS_MODULE": "orderdash.settings",
+            "DATABASE_URL": f"sqlite:///{workdir / 'screenshots.sqlite3'}",
+            "ORDERDASH_VAR_DIR": str(workdir),
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+            "TEMPORAL_TASK_QUEUE": f"screenshots-{uuid.uuid4()}",
+            "WORKER_RESTART_PAUSE": "0.5",
+            "DEBUG": "true",
+        }
+
+    def _log(self, name: str) -> BinaryIO:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.logs.append(log)
+        return log
+
+    def start(self) -> None:
+        self.temporal = subprocess.Popen(
+            [
+                str(BIN / "temporal"),
+                "server",
+                "start-dev",
+                "--headless",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.temporal_port),
+                "--log-level",
+                "error",
+                # Live workers re-poll every 2 s, so a stopped one shows as down quickly.
+                "--dynamic-config-value",
+                'matching.longPollExpirationInterval="2s"',
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log("temporal"),
+        )
+        self.manage("migrate", "--no-input")
+        self.manage("seed_demo")
+        wait_for_port(self.temporal_port)
+        self.daphne = subprocess.Popen(
+            [
+                str(BIN / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.web_port),
+                "orderdash.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log("daphne"),
+            stderr=subprocess.STDOUT,
+        )
+        self.start_worker()
+        wait_for_port(self.web_port)
+
+    def start_worker(self) -> None:
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log("worker"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_worker(self) -> None:
+        stop(self.worker)
+        self.worker = None
+
+    def stop(self) -> None:
+        # Web and worker first, Temporal last, so nothing loses its server mid-call.
+        for process in (self.worker, self.daphne, self.temporal):
+            stop(process)
+        for log in self.logs:
+            log.close()
+
+    def manage(self, *args: str, ok: tuple[int, ...] = (0,)) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode not in ok:
+            raise RuntimeError(
+                f"manage.py {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def switch(self, service: str, mode: str, *extra: str) -> None:
+        self.manage("services", "set", service, mode, *extra)
+
+    def place(self, sku: str, quantity: int, customer: str, *, wait: bool, ok: int = 0) -> int:
+        first = customer.split()[0].lower()
+        args = ["place_order", "--product", sku, "--quantity", str(quantity)]
+        args += ["--customer", customer, "--email", f"{first}@example.com"]
+        if wait:
+            args.append("--wait")
+        output = self.manage(*args, ok=(ok,))
+        match = PLACED.search(output)
+        if match is None:
+            raise RuntimeError(f"no order number in:\n{output}")
+        return int(match.group(1))
+
+
+@contextmanager
+def running_stack() -> Iterator[Stack]:
+    workdir = Path(tempfile.mkdtemp(prefix="orderdash-screenshots-"))
+    stack = Stack(workdir)
+    try:
+        stack.start()
+        yield stack
+    except BaseException:
+        for name in ("worker", "daphne", "temporal"):
+            log = workdir / f"{name}.log"
+            if log.exists():
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                print(f"--- last lines of the {name} log", *tail, sep="\n", file=sys.stderr)
+        raise
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def new_page(browser: Browser) -> Page:
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.set_default_timeout(30_000)
+    return page
+
+
+def shoot(page: Page, name: str, *, full_page: bool) -> None:
+    path = OUT / name
+    page.screenshot(path=str(path), full_page=full_page, animations="disabled", caret="initial")
+    print(f"saved {path.relative_to(ROOT)}")
+
+
+def row(page: Page, order_id: int) -> Locator:
+    return page.locator(f"#order-{order_id}")
+
+
+def take_screenshots(stack: Stack, browser: Browser) -> None:
+    # Finished orders, one per ending: each command follows its order to the end.
+    stack.place("KB-01", 1, "Ada Lovelace", wait=True)
+    stack.place("MN-27", 2, "Grace Hopper", wait=True)
+    stack.switch("sms", "down")
+    stack.place("HS-03", 1, "Alan Turing", wait=True, ok=2)  # completed with warnings
+    stack.switch("sms", "healthy")
+    stack.switch("payment", "reject")
+    failed = stack.place("MS-02", 3, "Katherine Johnson", wait=True, ok=1)
+    stack.switch("payment", "healthy")
+
+    # One order retrying live: shipping fails four times, then works on the fifth (last) try.
+    dashboard = new_page(browser)
+    dashboard.goto(stack.url + "/")
+    expect(dashboard.locator("[data-worker]")).to_have_attribute("data-worker", "up")
+    shipping_switch = dashboard.locator('[data-service="shipping"]')
+    stack.switch("shipping", "flaky", "--failures", "4")
+    expect(shipping_switch).to_have_attribute("data-mode", "flaky")
+    retrying = stack.place("CB-04", 5, "Edsger Dijkstra", wait=False)
+    order_page = new_page(browser)
+    order_page.goto(f"{stack.url}/orders/{retrying}/")
+    # After the third failure Temporal waits 4 s before attempt 4, and the switch still
+    # has one failure to go: a wide enough window for both shots, with the switch flaky.
+    shipping = order_page.locator('[data-step="shipping"]')
+    expect(shipping).to_have_attribute("data-attempt", "4")
+    expect(shipping).to_have_attribute("data-state", "retrying")
+    expect(shipping.locator(".countdown")).to_have_text(re.compile(r"^in [1-9]\.\d s$"))
+    shoot(order_page, "order-retrying.png", full_page=True)
+    live_row = row(dashboard, retrying)
+    expect(live_row).to_have_attribute("data-order-status", "running")
+    live_shipping = live_row.locator('[data-step="shipping"]')
+    expect(live_shipping).to_have_attribute("data-state", "retrying")
+    expect(live_shipping).to_have_attribute("data-attempt", "3")
+    expect(shipping_switch).to_have_attribute("data-mode", "flaky")
+    shoot(dashboard, "dashboard.png", full_page=True)
+    expect(row(order_page, retrying)).to_have_attribute("data-order-status", "completed")
+    expect(live_row).to_have_attribute("data-order-status", "completed")
+    order_page.context.close()
+
+    # The failed order: payment rejected, the inventory reservation undone.
+    failed_page = new_page(browser)
+    failed_page.goto(f"{stack.url}/orders/{failed}/")
+    expect(row(failed_page, failed)).to_have_attribute("data-order-status", "failed")
+    expect(failed_page.locator('[data-step="payment"]')).to_have_attribute("data-state", "failed")
+    expect(failed_page.locator('[data-step="inventory"]')).to_have_attribute(
+        "data-state", "compensated"
+    )
+    shoot(failed_page, "order-failed.png", full_page=True)
+    failed_page.context.close()
+
+    # Bad input, explained next to each field.
+    form_page = new_page(browser)
+    form_page.goto(stack.url + "/")
+    form = form_page.locator("#place-order")
+    form.locator("input[name=quantity]").fill("0")
+    form.locator("input[name=email]").fill("ada@")
+    form.locator("input[name=phone]").fill("call me")
+    form.get_by_role("button", name="Place order").click()
+    for field in ("quantity", "email", "customer_name"):
+        expect(
+            form_page.locator(f'#place-order [data-field="{field}"] .field-error')
+        ).to_be_visible()
+    shoot(form_page, "validation.png", full_page=False)
+    form_page.context.close()
+
+    # The worker stops: the pill turns, and a new order waits in Temporal for a worker.
+    stack.stop_worker()
+    expect(dashboard.locator("[data-worker]")).to_have_attribute("data-worker", "down")
+    waiting = stack.place("KB-01", 1, "Barbara Liskov", wait=False)
+    expect(row(dashboard, waiting)).to_have_attribute("data-order-status", "pending")
+    expect(dashboard.locator("[data-worker]")).to_have_attribute("data-worker", "down")
+    shoot(dashboard, "worker-down.png", full_page=False)
+    dashboard.context.close()
+
+
+def main() -> None:
+    if not CHROMIUM.exists():
+        sys.exit(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    OUT.mkdir(parents=True, exist_ok=True)
+    # Retries back off 1, 2, 4, 8 s: give every wait room for that.
+    expect.set_options(timeout=30_000)
+    with running_stack() as stack, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            take_screenshots(stack, browser)
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()
