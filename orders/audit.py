@@ -18,11 +18,15 @@ class ServiceAudit:
     service: str
     attempts: int
     effects: str
+    operations: dict[str, int] = field(default_factory=dict)
 
     @property
     def line(self) -> str:
         plural = "" if self.attempts == 1 else "s"
-        return f"{self.service}: {self.attempts} attempt{plural}, {self.effects}"
+        calls = ""
+        if len(self.operations) > 1:  # say which calls, so "2 attempts" is not read as retries
+            calls = " (" + ", ".join(f"{op} {n}" for op, n in self.operations.items()) + ")"
+        return f"{self.service}: {self.attempts} attempt{plural}{calls}, {self.effects}"
 
 
 @dataclass
@@ -55,7 +59,11 @@ def _count(n: int, word: str) -> str:
 
 
 def audit_order(order: Order) -> OrderAudit:
-    attempts = Counter(order.calls.values_list("service", flat=True))
+    calls = list(order.calls.order_by("id").values_list("service", "operation"))
+    attempts = Counter(service for service, _ in calls)
+    operations: dict[str, Counter[str]] = {}
+    for service, operation in calls:
+        operations.setdefault(service, Counter())[operation] += 1
     reservations = list(order.reservations.all())
     charges = list(order.charges.all())
     live_charges = [c for c in charges if c.refunded_at is None]
@@ -75,7 +83,11 @@ def audit_order(order: Order) -> OrderAudit:
     }
     audit = OrderAudit(
         order=order,
-        services=[ServiceAudit(s, attempts[s], effects[s]) for s in SERVICES if attempts[s]],
+        services=[
+            ServiceAudit(s, attempts[s], effects[s], dict(operations[s]))
+            for s in SERVICES
+            if attempts[s]
+        ],
     )
     problems = audit.problems
     if len(live_charges) > 1:

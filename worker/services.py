@@ -188,9 +188,10 @@ def _fail_as_switched(service: str, behaviour: Behaviour, *, compensation: bool)
     if behaviour.mode == ServiceSwitch.DOWN:
         raise ServiceUnavailable(f"{SERVICE_NAMES[service]} Service Unavailable")
     if behaviour.mode == ServiceSwitch.FLAKY:
+        left = behaviour.failures_left
         raise ServiceUnavailable(
-            f"{SERVICE_NAMES[service]} Service Unavailable (flaky: {behaviour.failures_left} more"
-            " failures planned)"
+            f"{SERVICE_NAMES[service]} Service Unavailable (flaky: {left} more"
+            f" failure{'' if left == 1 else 's'} planned)"
         )
     # Undoing is never refused for business reasons: a refund is not "declined".
     if behaviour.mode == ServiceSwitch.REJECT and not compensation:
