@@ -6,6 +6,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from orders.live import BOARD_GROUP, STATUS_GROUP, hub, order_group, render_board, render_status
+from orders.models import Order
 
 # Close codes in the 4000 range are ours; htmx does not reconnect after them.
 CLOSE_NOT_FOUND = 4404
@@ -67,15 +68,17 @@ class OrderConsumer(LiveConsumer):
     async def connect(self) -> None:
         await self.accept()
         order_id = self.scope["url_route"]["kwargs"]["order_id"]
-        fragment = await hub.order_fragment(order_id)
-        if fragment is None:
+        if not await Order.objects.filter(pk=order_id).aexists():
             await self.send(text_data=live_error(f"There is no order #{order_id}."))
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        # Join first, snapshot second: an update pushed in between is then not missed.
         self.order_id = order_id
         await self.join(STATUS_GROUP, order_group(order_id))
-        await self.send(text_data=fragment[0])
         hub.watch_order(order_id)
+        fragment = await hub.order_fragment(order_id)
+        if fragment is not None:
+            await self.send(text_data=fragment[0])
 
     async def disconnect(self, code: int) -> None:
         if self.order_id is not None:

@@ -60,10 +60,22 @@ class OrderForm(forms.Form):
             raise forms.ValidationError("Enter a phone number of digits, spaces and an optional +.")
         return phone
 
+    def __init__(self, *args: object, copies: int = 1, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Comparing places the order twice, so it needs the stock twice.
+        self.copies = copies
+
     def clean(self) -> dict:
         cleaned = super().clean() or {}
         product, quantity = cleaned.get("product"), cleaned.get("quantity")
-        if product and quantity and quantity > product.available:
+        if product and quantity and quantity * self.copies > product.available:
+            if self.copies > 1:
+                self.add_error(
+                    "quantity",
+                    f"Comparing needs {quantity * self.copies} of {product.name};"
+                    f" only {product.available} available.",
+                )
+                return cleaned
             self.add_error(
                 "quantity", f"Only {product.available} of {product.name} available right now."
             )

@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db.models import Max
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from orders.models import Order, ServiceCall, ServiceSwitch
 from orders.progress import (
@@ -87,7 +89,13 @@ def _board_signature() -> tuple:
     switches = ServiceSwitch.objects.order_by("id").values_list(
         "mode", "failures_left", "latency_ms"
     )
-    return (Order.objects.aggregate(Max("id"), Max("updated_at")), tuple(switches))
+    # A plain-script order turns "lost" by going quiet, which changes no row: count them.
+    stalled = Order.objects.filter(
+        engine=Order.PLAIN,
+        status="running",
+        updated_at__lt=timezone.now() - timedelta(seconds=Order.PLAIN_STALL_S),
+    ).count()
+    return (Order.objects.aggregate(Max("id"), Max("updated_at")), tuple(switches), stalled)
 
 
 # --- the hub ---------------------------------------------------------------------------

@@ -134,6 +134,8 @@ def _merge(
         if pending.next_attempt_at is not None:
             view.state = STEP_RETRYING
             view.next_retry_at = pending.next_attempt_at
-        else:
+        elif pending.running:
             view.state = STEP_RUNNING
+        elif pending.attempt > 1:
+            view.state = STEP_RETRYING  # due now, waiting for a worker to pick it up
     return view

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
@@ -23,6 +23,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from worker.shared import ACTIVITY_STEPS, PROGRESS_QUERY, WORKFLOW_NAME, OrderInput, OrderProgress
@@ -34,20 +35,29 @@ class TemporalUnavailable(Exception):
     """Temporal could not be reached; the message says where we tried."""
 
 
+# After a failed connect, say "unreachable" at once for a while instead of making every
+# page wait for the connect timeout again.
+CONNECT_RETRY_AFTER_S = 3.0
+_connect_failures: dict[str, tuple[float, str]] = {}  # address -> (when, why)
+
+
 async def get_client() -> Client:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is not None:
         return client
+    failed_at, reason = _connect_failures.get(settings.TEMPORAL_ADDRESS, (-1e9, ""))
+    if time.monotonic() - failed_at < CONNECT_RETRY_AFTER_S:
+        raise TemporalUnavailable(reason)
     try:
         client = await asyncio.wait_for(
             Client.connect(settings.TEMPORAL_ADDRESS, namespace=settings.TEMPORAL_NAMESPACE),
-            timeout=settings.TEMPORAL_RPC_TIMEOUT + 3,
+            timeout=settings.TEMPORAL_RPC_TIMEOUT,
         )
     except (RuntimeError, TimeoutError, RPCError) as exc:
-        raise TemporalUnavailable(
-            f"Temporal is not reachable at {settings.TEMPORAL_ADDRESS}: {exc}"
-        ) from exc
+        reason = f"Temporal is not reachable at {settings.TEMPORAL_ADDRESS}: {exc}"
+        _connect_failures[settings.TEMPORAL_ADDRESS] = (time.monotonic(), reason)
+        raise TemporalUnavailable(reason) from exc
     _clients[loop] = client
     return client
 
@@ -66,6 +76,8 @@ async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
             task_queue=settings.TEMPORAL_TASK_QUEUE,
             rpc_timeout=rpc_timeout(),
         )
+    except WorkflowAlreadyStartedError:
+        return  # an earlier attempt got through (say, its answer timed out): it is running
     except RPCError as exc:
         raise TemporalUnavailable(f"Temporal refused to start {workflow_id}: {exc}") from exc
 
@@ -120,7 +132,8 @@ def _pending_attempt(activity: object) -> PendingAttempt:
         maximum_attempts=activity.maximum_attempts,  # type: ignore[attr-defined]
         last_failure=last_failure,
         next_attempt_at=next_at,
-        running=next_at is None,
+        # Scheduled but not started means waiting for a worker, not running.
+        running=activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,  # type: ignore[attr-defined]
     )
 
 

@@ -39,7 +39,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def place(request: HttpRequest) -> HttpResponse:
-    form = OrderForm(request.POST)
+    form = OrderForm(request.POST, copies=2 if "compare" in request.POST else 1)
     if not form.is_valid():
         status = 200 if request.htmx else 400
         return render(

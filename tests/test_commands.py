@@ -264,3 +264,19 @@ def test_it_seeds_twice_without_duplicating_anything(db):
     assert Product.objects.get(sku="KB-01").stock == 7
     assert "Demo admin created: admin / orderdash" in first
     assert "Demo admin created" not in second
+
+
+def test_it_places_an_order_for_the_plain_script(catalogue):
+    out = io.StringIO()
+    call_command(
+        "place_order", "--product", "KB-01", "--quantity", "1", "--engine", "plain", stdout=out
+    )
+    order = Order.objects.get()
+    assert (order.engine, order.workflow_id, order.status) == ("plain", "", "pending")
+    assert "run by the plain script" in out.getvalue()
+
+
+def test_it_refuses_an_unknown_engine(catalogue):
+    with pytest.raises(CommandError, match="Engine must be temporal or plain"):
+        call_command("place_order", "--product", "KB-01", "--quantity", "1", "--engine", "x")
+    assert not Order.objects.exists()

@@ -263,3 +263,36 @@ def test_retry_table_is_what_the_seed_promises():
     assert inventory.backoff == 2
     assert "OutOfStock" in inventory.non_retryable
     assert RETRY_TABLE["compensation"].maximum_attempts == 0
+
+
+async def test_a_charge_that_timed_out_is_refunded_when_payment_then_fails_for_good(
+    time_skipping_env, skipping_worker, catalogue
+):
+    # Attempt 1 charges but answers too late; then the service goes down for good.
+    set_switch("payment", "slow", latency_ms=6500)
+    order = new_order()
+    with time_skipping_env.auto_time_skipping_disabled():
+        handle = await start(time_skipping_env, skipping_worker, order)
+        await wait_until(lambda: Charge.objects.filter(order=order).exists())
+        set_switch("payment", "down")
+    # The charge step gives up after its six attempts; the refund waits for the service.
+    await wait_until(lambda: len(calls_of(order, "charge")) == 6, timeout=60)
+    set_switch("payment", "healthy")
+    outcome = await handle.result()
+
+    assert outcome.status == "failed"
+    assert Charge.objects.get(order=order).refunded_at is not None
+    assert Reservation.objects.get(order=order).state == Reservation.RELEASED
+    assert steps_of(order)["payment"] == ("failed", 6)
+
+
+async def test_undoing_a_step_that_never_took_effect_does_not_wait_for_its_service(
+    time_skipping_env, skipping_worker, catalogue
+):
+    set_switch("shipping", "down")
+    order = new_order()
+    outcome = await run_order(time_skipping_env, skipping_worker, order)
+
+    assert outcome.status == "failed"
+    cancel = order.calls.get(service="shipping", operation="cancel")
+    assert (cancel.outcome, cancel.error) == ("replayed", "nothing to undo")

@@ -89,7 +89,9 @@ def run_step(
             reference = call(ctx)
         except services.BusinessRejection as exc:
             _mark_step(request.order_id, step, ctx.attempt, state=STEP_FAILED, last_error=str(exc))
-            raise ApplicationError(str(exc), type=exc.error_type, non_retryable=True) from exc
+            raise ApplicationError(
+                str(exc), ctx.attempt, type=exc.error_type, non_retryable=True
+            ) from exc
         except Exception as exc:
             final = _is_last_attempt(ctx.attempt)
             _mark_step(
@@ -100,7 +102,7 @@ def run_step(
                 last_error=str(exc) or type(exc).__name__,
             )
             error_type = getattr(exc, "error_type", type(exc).__name__)
-            raise ApplicationError(str(exc) or error_type, type=error_type) from exc
+            raise ApplicationError(str(exc) or error_type, ctx.attempt, type=error_type) from exc
         _mark_step(
             request.order_id,
             step,

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import django
 
@@ -53,6 +54,8 @@ async def run_worker() -> None:
             activities=ALL_ACTIVITIES,
             activity_executor=executor,
             max_concurrent_activities=ACTIVITY_THREADS,
+            # On stop, activities in hand get this long to finish before being cancelled.
+            graceful_shutdown_timeout=timedelta(seconds=20),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -134,17 +134,26 @@ def call_service(
     ctx: CallContext,
     effect: Callable[[], tuple[str, bool]],
     *,
+    already_done: Callable[[], bool] = lambda: False,
     compensation: bool = False,
 ) -> str:
     """Run one attempt against a simulated service and write its ledger row.
 
     `effect` applies the change and returns (reference, created); created=False means
-    the key had been seen before and nothing new happened.
+    the key had been seen before and nothing new happened. For an undo, `already_done`
+    says there is nothing to undo: then the service is not even called, so undoing a
+    step that never took effect cannot hang on a service that is down.
     """
     started = time.monotonic()
+    if compensation and already_done():
+        _record(service, operation, ctx, ServiceCall.REPLAYED, "nothing to undo", started)
+        return "nothing to undo"
     try:
         behaviour = consume_switch(service)
-        _fail_as_switched(service, behaviour, compensation=compensation)
+        # A key the service already honoured gets its original answer, not a new verdict.
+        if behaviour.mode == ServiceSwitch.REJECT and (compensation or already_done()):
+            behaviour.mode = ServiceSwitch.HEALTHY
+        _fail_as_switched(service, behaviour)
         with transaction.atomic():
             reference, created = effect()
         if behaviour.mode == ServiceSwitch.SLOW:
@@ -184,7 +193,7 @@ def _crashed_before(service: str, ctx: CallContext) -> bool:
     ).exists()
 
 
-def _fail_as_switched(service: str, behaviour: Behaviour, *, compensation: bool) -> None:
+def _fail_as_switched(service: str, behaviour: Behaviour) -> None:
     if behaviour.mode == ServiceSwitch.DOWN:
         raise ServiceUnavailable(f"{SERVICE_NAMES[service]} Service Unavailable")
     if behaviour.mode == ServiceSwitch.FLAKY:
@@ -194,7 +203,7 @@ def _fail_as_switched(service: str, behaviour: Behaviour, *, compensation: bool)
             f" failure{'' if left == 1 else 's'} planned)"
         )
     # Undoing is never refused for business reasons: a refund is not "declined".
-    if behaviour.mode == ServiceSwitch.REJECT and not compensation:
+    if behaviour.mode == ServiceSwitch.REJECT:
         raise BusinessRejection(service, REJECTION_MESSAGES[service])
 
 
@@ -247,7 +256,10 @@ def reserve_inventory(ctx: CallContext, sku: str, quantity: int) -> str:
         )
         return f"RES-{reservation.pk}", True
 
-    return call_service("inventory", "reserve", ctx, effect)
+    def done() -> bool:
+        return Reservation.objects.filter(key=ctx.idempotency_key).exists()
+
+    return call_service("inventory", "reserve", ctx, effect, already_done=done)
 
 
 def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
@@ -262,7 +274,10 @@ def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
         reservation.save(update_fields=["state", "updated_at"])
         return f"RES-{reservation.pk}", True
 
-    return call_service("inventory", "commit", ctx, effect)
+    def done() -> bool:
+        return Reservation.objects.filter(key=reservation_key).exclude(state="reserved").exists()
+
+    return call_service("inventory", "commit", ctx, effect, already_done=done)
 
 
 def release_inventory(ctx: CallContext, reservation_key: str) -> str:
@@ -282,7 +297,14 @@ def release_inventory(ctx: CallContext, reservation_key: str) -> str:
         reservation.save(update_fields=["state", "updated_at"])
         return f"RES-{reservation.pk} released", True
 
-    return call_service("inventory", "release", ctx, effect, compensation=True)
+    def nothing_held() -> bool:
+        return (
+            not Reservation.objects.filter(key=reservation_key).exclude(state="released").exists()
+        )
+
+    return call_service(
+        "inventory", "release", ctx, effect, compensation=True, already_done=nothing_held
+    )
 
 
 # --- payment ---------------------------------------------------------------------------
@@ -300,7 +322,10 @@ def charge_payment(ctx: CallContext, amount_cents: int) -> str:
         )
         return charge.payment_id, created
 
-    return call_service("payment", "charge", ctx, effect)
+    def done() -> bool:
+        return Charge.objects.filter(key=ctx.idempotency_key).exists()
+
+    return call_service("payment", "charge", ctx, effect, already_done=done)
 
 
 def refund_payment(ctx: CallContext, charge_key: str) -> str:
@@ -312,7 +337,12 @@ def refund_payment(ctx: CallContext, charge_key: str) -> str:
         charge.save(update_fields=["refunded_at"])
         return f"{charge.payment_id} refunded", True
 
-    return call_service("payment", "refund", ctx, effect, compensation=True)
+    def nothing_charged() -> bool:
+        return not Charge.objects.filter(key=charge_key, refunded_at__isnull=True).exists()
+
+    return call_service(
+        "payment", "refund", ctx, effect, compensation=True, already_done=nothing_charged
+    )
 
 
 # --- shipping --------------------------------------------------------------------------
@@ -326,7 +356,10 @@ def schedule_shipping(ctx: CallContext, address: str) -> str:
         )
         return shipment.tracking_number, created
 
-    return call_service("shipping", "ship", ctx, effect)
+    def done() -> bool:
+        return Shipment.objects.filter(key=ctx.idempotency_key).exists()
+
+    return call_service("shipping", "ship", ctx, effect, already_done=done)
 
 
 def cancel_shipping(ctx: CallContext, shipment_key: str) -> str:
@@ -338,7 +371,12 @@ def cancel_shipping(ctx: CallContext, shipment_key: str) -> str:
         shipment.save(update_fields=["cancelled_at"])
         return f"{shipment.tracking_number} cancelled", True
 
-    return call_service("shipping", "cancel", ctx, effect, compensation=True)
+    def nothing_shipped() -> bool:
+        return not Shipment.objects.filter(key=shipment_key, cancelled_at__isnull=True).exists()
+
+    return call_service(
+        "shipping", "cancel", ctx, effect, compensation=True, already_done=nothing_shipped
+    )
 
 
 # --- notifications ---------------------------------------------------------------------
@@ -357,7 +395,10 @@ def send_message(ctx: CallContext, channel: str, recipient: str, body: str) -> s
         )
         return f"{channel} to {message.recipient}", created
 
-    return call_service(channel, "send", ctx, effect)
+    def done() -> bool:
+        return Message.objects.filter(key=ctx.idempotency_key).exists()
+
+    return call_service(channel, "send", ctx, effect, already_done=done)
 
 
 def order_exists(order_id: int) -> bool:

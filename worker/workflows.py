@@ -13,13 +13,11 @@ from temporalio import workflow
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
-    TimeoutError,
     is_cancelled_exception,
 )
 
 with workflow.unsafe.imports_passed_through():
     from worker.shared import (
-        BUSINESS_ERRORS,
         CANCELLED,
         COMPLETED,
         COMPLETED_WITH_WARNINGS,
@@ -53,22 +51,10 @@ COMPENSATIONS = {
 }
 
 
-# Error types raised before the service did anything: nothing to undo after them.
-REFUSALS = {"ServiceUnavailable", *BUSINESS_ERRORS.values()}
-
-
 def root_cause(error: BaseException) -> BaseException:
     while isinstance(error, ActivityError) and error.cause is not None:
         error = error.cause
     return error
-
-
-def may_have_taken_effect(error: BaseException) -> bool:
-    """A refused call changed nothing; one that timed out or died mid-call may have."""
-    cause = root_cause(error)
-    if isinstance(cause, TimeoutError):
-        return True
-    return isinstance(cause, ApplicationError) and cause.type not in REFUSALS
 
 
 def failure_message(error: BaseException) -> str:
@@ -86,8 +72,6 @@ class OrderWorkflow:
         self._status = RUNNING
         self._steps = {name: StepProgress(name=name) for name in STEPS}
         self._warnings: list[str] = []
-        # Failed steps whose effect may still have happened (timeout, crash): undo those too.
-        self._uncertain: set[str] = set()
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> OrderProgress:
@@ -146,8 +130,9 @@ class OrderWorkflow:
         except ActivityError as error:
             step.state = STEP_FAILED
             step.error = failure_message(error)
-            if may_have_taken_effect(error):
-                self._uncertain.add(name)
+            cause = root_cause(error)
+            if isinstance(cause, ApplicationError) and cause.details:
+                step.attempts = int(cause.details[0])  # the activity sends its attempt number
             raise
         step.state = STEP_COMPLETED
         step.attempts = result.attempt
@@ -173,7 +158,9 @@ class OrderWorkflow:
     async def _undo(self, request: StepRequest) -> None:
         """The saga: undo, newest first, every step that changed the world."""
         for name in ("shipping", "payment", "inventory"):
-            if self._steps[name].state != STEP_COMPLETED and name not in self._uncertain:
+            # Undo every step that was tried, finished or not: a timed-out charge may have
+            # gone through. Undoing is idempotent and a no-op when nothing happened.
+            if self._steps[name].state not in (STEP_COMPLETED, STEP_FAILED):
                 continue
             policy = RETRY_TABLE["compensation"]
             await workflow.execute_activity(

@@ -16,6 +16,7 @@ from argparse import ArgumentParser
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from orders.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
@@ -115,12 +116,18 @@ class Command(BaseCommand):
                     "orderdash is running — Ctrl-C stops everything.",
                     f"  Dashboard:    {base}/",
                     f"  Admin:        {base}/admin/",
-                    f"  Demo login:   {DEMO_USERNAME} / {DEMO_PASSWORD}",
+                    self._login_line(),
                     f"  Temporal UI:  {settings.TEMPORAL_UI_URL}/",
                     "",
                 ]
             )
         )
+
+    def _login_line(self) -> str:
+        user = get_user_model().objects.filter(username=DEMO_USERNAME).first()
+        if user and user.check_password(DEMO_PASSWORD):
+            return f"  Demo login:   {DEMO_USERNAME} / {DEMO_PASSWORD}"
+        return "  Login:        your own superuser (python manage.py createsuperuser)"
 
     def _watch(self, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
         try:
