@@ -32,8 +32,9 @@ from orders.temporal import WORKER_UP, worker_status
 
 log = logging.getLogger(__name__)
 
-ORDER_POLL_S = 0.1  # how often a watched order's database signature is checked
-ORDER_REFRESH_S = 1.0  # Temporal is asked at least this often even when nothing changed
+ORDER_POLL_S = 0.1  # how often the watched orders' database signatures are checked
+ORDER_REFRESH_S = 2.0  # Temporal is asked at least this often even when nothing changed
+SNAPSHOTS_AT_ONCE = 8  # orders refreshed concurrently (database threads, Temporal calls)
 BOARD_POLL_S = 0.25
 STATUS_POLL_S = 1.0
 BOARD_ROWS = 25
@@ -77,11 +78,21 @@ def render_board() -> tuple[str, str]:
     )
 
 
-def _order_signature(order_id: int) -> tuple:
-    """Changes whenever an activity writes anything about the order."""
-    order = Order.objects.filter(pk=order_id).values_list("updated_at", "status").first()
-    last_call = ServiceCall.objects.filter(order_id=order_id).aggregate(Max("id"))["id__max"]
-    return (order, last_call)
+def _order_signatures(order_ids: list[int]) -> dict[int, tuple]:
+    """Per order, a value that changes whenever an activity writes anything about it."""
+    orders = {
+        pk: (updated_at, status)
+        for pk, updated_at, status in Order.objects.filter(pk__in=order_ids).values_list(
+            "pk", "updated_at", "status"
+        )
+    }
+    last_calls = dict(
+        ServiceCall.objects.filter(order_id__in=order_ids)
+        .values("order_id")
+        .annotate(last=Max("id"))
+        .values_list("order_id", "last")
+    )
+    return {pk: (orders.get(pk), last_calls.get(pk)) for pk in order_ids}
 
 
 def _board_signature() -> tuple:
@@ -108,8 +119,21 @@ class Watch:
 
 
 @dataclass
+class OrderWatch:
+    """One watched order: who watches, and what was last seen and sent."""
+
+    watchers: int = 0
+    signature: tuple | None = None
+    refreshed_at: float = 0.0
+    recheck: bool = False
+    last_html: str = ""
+    closed: bool = False  # final (or gone): nothing more will change, nothing is polled
+
+
+@dataclass
 class Hub:
-    orders: dict[int, Watch] = field(default_factory=dict)
+    orders: dict[int, OrderWatch] = field(default_factory=dict)
+    orders_task: asyncio.Task | None = None
     board: Watch | None = None
     status: Watch | None = None
     worker: str = "down"
@@ -117,11 +141,9 @@ class Hub:
 
     # Orders -------------------------------------------------------------------------
     def watch_order(self, order_id: int) -> None:
-        watch = self.orders.get(order_id)
-        if watch is None or watch.task.done():
-            watch = Watch(asyncio.create_task(self._poll_order(order_id)))
-            self.orders[order_id] = watch
-        watch.watchers += 1
+        self.orders.setdefault(order_id, OrderWatch()).watchers += 1
+        if self.orders_task is None or self.orders_task.done():
+            self.orders_task = asyncio.create_task(self._poll_orders())
 
     def unwatch_order(self, order_id: int) -> None:
         watch = self.orders.get(order_id)
@@ -129,8 +151,10 @@ class Hub:
             return
         watch.watchers -= 1
         if watch.watchers <= 0:
-            watch.task.cancel()
             del self.orders[order_id]
+        if not self.orders and self.orders_task is not None:
+            self.orders_task.cancel()
+            self.orders_task = None
 
     async def order_fragment(self, order_id: int) -> tuple[str, bool] | None:
         """(html, final) for one order now, or None when it does not exist."""
@@ -139,35 +163,66 @@ class Hub:
             return None
         if snapshot.source in (SOURCE_LIVE, SOURCE_NO_WORKER):
             self.temporal_calls += 2  # describe + query
-        html = await sync_to_async(render_order)(snapshot, self.worker)
+        html = await sync_to_async(render_order, thread_sensitive=False)(snapshot, self.worker)
         return html, snapshot.source == SOURCE_FINAL
 
-    async def _poll_order(self, order_id: int) -> None:
-        layer = get_channel_layer()
-        last_html, last_signature, last_refresh = "", None, 0.0
+    async def _poll_orders(self) -> None:
+        """One loop for every watched order: a single cheap query per tick finds what
+        moved, and only those orders are asked of Temporal and rendered again."""
         loop = asyncio.get_running_loop()
+        limit = asyncio.Semaphore(SNAPSHOTS_AT_ONCE)
         while True:
             try:
-                signature = await sync_to_async(_order_signature)(order_id)
-                stale = loop.time() - last_refresh >= ORDER_REFRESH_S
-                if signature != last_signature or stale:
-                    last_signature, last_refresh = signature, loop.time()
-                    fragment = await self.order_fragment(order_id)
-                    if fragment is None:
-                        return
-                    html, final = fragment
-                    if html != last_html:
-                        last_html = html
-                        await layer.group_send(
-                            order_group(order_id), {"type": "send.html", "html": html}
-                        )
-                    if final:
-                        return  # closed orders are never polled
+                open_ids = [pk for pk, watch in self.orders.items() if not watch.closed]
+                if open_ids:
+                    signatures = await sync_to_async(_order_signatures, thread_sensitive=False)(
+                        open_ids
+                    )
+                    due = self._due(open_ids, signatures, loop.time())
+                    results = await asyncio.gather(
+                        *(self._refresh(pk, limit) for pk in due), return_exceptions=True
+                    )
+                    for pk, result in zip(due, results, strict=True):
+                        if isinstance(result, Exception):
+                            log.error("Refreshing order %s failed: %r", pk, result)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("Polling order %s failed; trying again", order_id)
+                log.exception("Polling watched orders failed; trying again")
             await asyncio.sleep(ORDER_POLL_S)
+
+    def _due(self, order_ids: list[int], signatures: dict[int, tuple], now: float) -> list[int]:
+        due = []
+        for pk in order_ids:
+            watch = self.orders.get(pk)
+            if watch is None:
+                continue
+            changed = signatures.get(pk) != watch.signature
+            if changed or watch.recheck or now - watch.refreshed_at >= ORDER_REFRESH_S:
+                # The database hears of a finished attempt a moment before Temporal does:
+                # after a change, ask once more on the next tick.
+                watch.recheck = changed
+                watch.signature = signatures.get(pk)
+                watch.refreshed_at = now
+                due.append(pk)
+        return due
+
+    async def _refresh(self, order_id: int, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            fragment = await self.order_fragment(order_id)
+        watch = self.orders.get(order_id)
+        if watch is None:
+            return
+        if fragment is None:
+            watch.closed = True
+            return
+        html, final = fragment
+        if html != watch.last_html:
+            watch.last_html = html
+            await get_channel_layer().group_send(
+                order_group(order_id), {"type": "send.html", "html": html}
+            )
+        watch.closed = final  # closed orders are never polled again
 
     # Board and status ----------------------------------------------------------------
     def watch_board(self) -> None:
@@ -237,13 +292,16 @@ class Hub:
             await asyncio.sleep(BOARD_POLL_S)
 
     async def stop(self) -> None:
-        tasks = [w.task for w in [*self.orders.values(), self.board, self.status] if w]
+        tasks = [w.task for w in [self.board, self.status] if w]
+        if self.orders_task is not None:
+            tasks.append(self.orders_task)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.orders.clear()
+        self.orders_task = None
         self.board = self.status = None
 
 

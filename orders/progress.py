@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -67,19 +68,20 @@ class OrderSnapshot:
         return None
 
 
-def _load(order_id: int) -> tuple[Order, list[OrderStep], list[ServiceCall]] | None:
+def _load(order_id: int) -> tuple[Order, list[OrderStep], list[ServiceCall], OrderAudit] | None:
     order = Order.objects.select_related("product").filter(pk=order_id).first()
     if order is None:
         return None
-    return order, list(order.steps.all()), list(order.calls.order_by("id"))
+    return order, list(order.steps.all()), list(order.calls.order_by("id")), audit_order(order)
 
 
 async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnapshot | None:
     """None when the order does not exist."""
-    loaded = await sync_to_async(_load)(order_id)
+    # Not thread-sensitive: many orders' snapshots load side by side, not in one queue.
+    loaded = await sync_to_async(_load, thread_sensitive=False)(order_id)
     if loaded is None:
         return None
-    order, db_steps, calls = loaded
+    order, db_steps, calls, audit = loaded
     progress: OrderProgress | None = None
     state: WorkflowState | None = None
     if order.is_final or order.is_lost:
@@ -90,17 +92,22 @@ async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnaps
         source = SOURCE_LIVE if order.workflow_id else SOURCE_FINAL
     if source == SOURCE_LIVE:
         try:
-            state = await describe_order(order.workflow_id)
             # A query waits for a worker; skip it when none is polling.
-            progress = await query_progress(order.workflow_id) if worker_up else None
+            state, progress = await asyncio.gather(
+                describe_order(order.workflow_id),
+                query_progress(order.workflow_id) if worker_up else _nothing(),
+            )
         except TemporalUnavailable:
             source = SOURCE_NO_TEMPORAL
         else:
             if progress is None:
                 source = SOURCE_NO_WORKER
     steps = [_merge(step, progress, state) for step in db_steps]
-    audit = await sync_to_async(audit_order)(order)
     return OrderSnapshot(order=order, steps=steps, source=source, calls=calls, audit=audit)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _merge(
@@ -128,7 +135,12 @@ def _merge(
             if queried.error:
                 view.last_error = queried.error
     pending = next((p for p in state.pending if p.step == db_step.name), None) if state else None
-    if pending is not None:
+    # The attempt writes the database before Temporal hears it finished: an attempt the
+    # database already closed is not "running" any more, whatever describe still says.
+    if pending is not None and (
+        pending.attempt > view.attempts
+        or (pending.attempt == view.attempts and view.state == STEP_RUNNING)
+    ):
         view.attempts = max(view.attempts, pending.attempt)
         view.last_error = pending.last_failure or view.last_error
         if pending.next_attempt_at is not None:

@@ -96,6 +96,7 @@ async def test_two_sockets_on_one_order_share_one_poller(live_temporal, catalogu
         await receive_until(second, rf'id="order-{order.pk}"')
         assert list(hub.orders) == [order.pk]
         assert hub.orders[order.pk].watchers == 2
+        assert hub.orders_task is not None and not hub.orders_task.done()
         # Both see the same pushed update from the single poller.
         pattern = r'data-step="shipping" data-state="retrying"'
         await receive_until(first, pattern)
@@ -110,11 +111,12 @@ async def test_disconnecting_the_last_watcher_stops_the_poller(live_temporal, ca
     order = await sync_to_async(place_order)(await sync_to_async(order_data)())
     communicator = await connect(f"/ws/orders/{order.pk}/")
     await receive_until(communicator, rf'id="order-{order.pk}"')
-    task = hub.orders[order.pk].task
+    task = hub.orders_task
     await communicator.disconnect()
     await asyncio.sleep(0.2)
     assert order.pk not in hub.orders
     assert task.cancelled() or task.done()
+    assert hub.orders_task is None
 
 
 async def test_a_closed_order_is_not_polled(live_temporal, catalogue):
@@ -123,7 +125,7 @@ async def test_a_closed_order_is_not_polled(live_temporal, catalogue):
     try:
         await receive_until(communicator, r'data-order-status="completed"')
         await asyncio.sleep(0.3)
-        assert hub.orders[order.pk].task.done()
+        assert hub.orders[order.pk].closed
     finally:
         await communicator.disconnect()
 
