@@ -40,6 +40,12 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    # Its own session, so Ctrl-C reaches only this command, which then stops the
+    # children in order: web and workers first (finishing what they hold), Temporal last.
+    return subprocess.Popen(command, start_new_session=True)
+
+
 class Command(BaseCommand):
     help = "Run the Temporal dev server (unless TEMPORAL_ADDRESS is set), the worker and daphne."
 
@@ -55,13 +61,13 @@ class Command(BaseCommand):
         try:
             if "TEMPORAL_ADDRESS" not in os.environ:
                 children.append(("temporal", self._start_temporal()))
-            children.append(("worker", subprocess.Popen([sys.executable, "-m", "worker"])))
+            children.append(("worker", _spawn([sys.executable, "-m", "worker"])))
             # The seed's fragile script, for the side-by-side comparison.
-            children.append(("plain", subprocess.Popen([sys.executable, "-m", "worker.plain"])))
+            children.append(("plain", _spawn([sys.executable, "-m", "worker.plain"])))
             children.append(
                 (
                     "daphne",
-                    subprocess.Popen(
+                    _spawn(
                         [
                             str(BIN / "daphne"),
                             "-b",
@@ -84,7 +90,7 @@ class Command(BaseCommand):
         host, _, port = settings.TEMPORAL_ADDRESS.rpartition(":")
         if port_in_use(host, int(port)):
             self.stdout.write(f"Temporal already answers on {settings.TEMPORAL_ADDRESS}; using it.")
-            return subprocess.Popen(["sleep", "infinity"])
+            return _spawn(["sleep", "infinity"])
         ui_port = os.getenv("TEMPORAL_UI_PORT", "8233")
         command = [
             str(BIN / "temporal"),
@@ -101,7 +107,7 @@ class Command(BaseCommand):
             # Live workers re-poll every 2 s, so the dashboard sees a dead one within seconds.
             "--dynamic-config-value", 'matching.longPollExpirationInterval="2s"',
         ]  # fmt: skip
-        process = subprocess.Popen(command)
+        process = _spawn(command)
         if not wait_for_port(host, int(port), 60):
             process.terminate()
             raise CommandError("The Temporal dev server did not start; see its output above.")
