@@ -148,6 +148,8 @@ class Command(BaseCommand):
             self.stdout.write("\nStopping…")
 
     def _stop(self, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+        # A second Ctrl-C (or make passing one on) must not cut the orderly stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # Web and worker first, Temporal last, so nothing loses its server mid-call.
         for _name, child in reversed(children):
             if child.poll() is None:
