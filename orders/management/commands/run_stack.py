@@ -136,20 +136,21 @@ class Command(BaseCommand):
         return "  Login:        your own superuser (python manage.py createsuperuser)"
 
     def _watch(self, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-        try:
-            while True:
-                for name, child in children:
-                    if child.poll() is not None:
-                        raise CommandError(
-                            f"{name} stopped (exit {child.returncode}); stopping all."
-                        )
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            self.stdout.write("\nStopping…")
+        stop_requested = []
+        # Ctrl-C (often delivered twice: by the terminal and again by make) only asks for
+        # a stop; the orderly shutdown below is never cut short.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop_requested.append(True))
+        while not stop_requested:
+            for name, child in children:
+                if child.poll() is not None:
+                    raise CommandError(f"{name} stopped (exit {child.returncode}); stopping all.")
+            time.sleep(0.5)
+        self.stdout.write("\nStopping…")
 
     def _stop(self, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-        # A second Ctrl-C (or make passing one on) must not cut the orderly stop short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         # Web and worker first, Temporal last, so nothing loses its server mid-call.
         for _name, child in reversed(children):
             if child.poll() is None:
