@@ -103,7 +103,7 @@ class Command(BaseCommand):
             "--sqlite-pragma", "journal_mode=wal",
             "--sqlite-pragma", "synchronous=normal",
             "--namespace", settings.TEMPORAL_NAMESPACE,
-            "--log-level", "warn",
+            "--log-level", "error",
             # Live workers re-poll every 2 s, so the dashboard sees a dead one within seconds.
             "--dynamic-config-value", 'matching.longPollExpirationInterval="2s"',
         ]  # fmt: skip
