@@ -29,12 +29,13 @@ from orders.progress import (
     build_snapshot,
 )
 from orders.temporal import WORKER_UP, worker_status
+from worker.shared import OrderProgress
 
 log = logging.getLogger(__name__)
 
 ORDER_POLL_S = 0.1  # how often the watched orders' database signatures are checked
 ORDER_REFRESH_S = 2.0  # Temporal is asked at least this often even when nothing changed
-SNAPSHOTS_AT_ONCE = 8  # orders refreshed concurrently (database threads, Temporal calls)
+SNAPSHOTS_AT_ONCE = 32  # orders refreshed at once: mostly waiting on Temporal, not CPU
 BOARD_POLL_S = 0.25
 STATUS_POLL_S = 1.0
 BOARD_ROWS = 25
@@ -128,12 +129,15 @@ class OrderWatch:
     recheck: bool = False
     last_html: str = ""
     closed: bool = False  # final (or gone): nothing more will change, nothing is polled
+    refreshing: bool = False
+    progress: OrderProgress | None = None  # the workflow's answer to the last query
 
 
 @dataclass
 class Hub:
     orders: dict[int, OrderWatch] = field(default_factory=dict)
     orders_task: asyncio.Task | None = None
+    _refreshes: set[asyncio.Task] = field(default_factory=set)  # keeps running refreshes alive
     board: Watch | None = None
     status: Watch | None = None
     worker: str = "down"
@@ -156,13 +160,22 @@ class Hub:
             self.orders_task.cancel()
             self.orders_task = None
 
-    async def order_fragment(self, order_id: int) -> tuple[str, bool] | None:
+    async def order_fragment(
+        self, order_id: int, watch: OrderWatch | None = None, *, ask_workflow: bool = True
+    ) -> tuple[str, bool] | None:
         """(html, final) for one order now, or None when it does not exist."""
-        snapshot = await build_snapshot(order_id, worker_up=self.worker == WORKER_UP)
+        snapshot = await build_snapshot(
+            order_id,
+            worker_up=self.worker == WORKER_UP,
+            ask_workflow=ask_workflow,
+            known_progress=watch.progress if watch else None,
+        )
         if snapshot is None:
             return None
+        if watch is not None:
+            watch.progress = snapshot.progress
         if snapshot.source in (SOURCE_LIVE, SOURCE_NO_WORKER):
-            self.temporal_calls += 2  # describe + query
+            self.temporal_calls += 2 if ask_workflow else 1  # describe (+ query)
         html = await sync_to_async(render_order, thread_sensitive=False)(snapshot, self.worker)
         return html, snapshot.source == SOURCE_FINAL
 
@@ -178,51 +191,62 @@ class Hub:
                     signatures = await sync_to_async(_order_signatures, thread_sensitive=False)(
                         open_ids
                     )
-                    due = self._due(open_ids, signatures, loop.time())
-                    results = await asyncio.gather(
-                        *(self._refresh(pk, limit) for pk in due), return_exceptions=True
-                    )
-                    for pk, result in zip(due, results, strict=True):
-                        if isinstance(result, Exception):
-                            log.error("Refreshing order %s failed: %r", pk, result)
+                    # Each refresh runs on its own: a slow one never holds up the next tick.
+                    for pk, ask_workflow in self._due(open_ids, signatures, loop.time()):
+                        self.orders[pk].refreshing = True
+                        task = asyncio.create_task(self._refresh(pk, limit, ask_workflow))
+                        self._refreshes.add(task)
+                        task.add_done_callback(self._refreshes.discard)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("Polling watched orders failed; trying again")
             await asyncio.sleep(ORDER_POLL_S)
 
-    def _due(self, order_ids: list[int], signatures: dict[int, tuple], now: float) -> list[int]:
+    def _due(
+        self, order_ids: list[int], signatures: dict[int, tuple], now: float
+    ) -> list[tuple[int, bool]]:
+        """Orders to refresh now, and whether to query the workflow for each."""
         due = []
         for pk in order_ids:
             watch = self.orders.get(pk)
-            if watch is None:
-                continue
+            if watch is None or watch.refreshing:
+                continue  # a refresh under way: its order is looked at again next tick
             changed = signatures.get(pk) != watch.signature
-            if changed or watch.recheck or now - watch.refreshed_at >= ORDER_REFRESH_S:
+            periodic = now - watch.refreshed_at >= ORDER_REFRESH_S
+            if changed or watch.recheck or periodic:
                 # The database hears of a finished attempt a moment before Temporal does:
-                # after a change, ask once more on the next tick.
+                # after a change, ask once more on the next tick. The (slow) workflow
+                # query runs on the periodic refresh; the database and describe say the rest.
                 watch.recheck = changed
                 watch.signature = signatures.get(pk)
-                watch.refreshed_at = now
-                due.append(pk)
+                if periodic:
+                    watch.refreshed_at = now
+                due.append((pk, periodic or watch.progress is None))
         return due
 
-    async def _refresh(self, order_id: int, limit: asyncio.Semaphore) -> None:
-        async with limit:
-            fragment = await self.order_fragment(order_id)
+    async def _refresh(self, order_id: int, limit: asyncio.Semaphore, ask_workflow: bool) -> None:
         watch = self.orders.get(order_id)
         if watch is None:
             return
-        if fragment is None:
-            watch.closed = True
-            return
-        html, final = fragment
-        if html != watch.last_html:
-            watch.last_html = html
-            await get_channel_layer().group_send(
-                order_group(order_id), {"type": "send.html", "html": html}
-            )
-        watch.closed = final  # closed orders are never polled again
+        try:
+            async with limit:
+                fragment = await self.order_fragment(order_id, watch, ask_workflow=ask_workflow)
+            if fragment is None:
+                watch.closed = True
+                return
+            html, final = fragment
+            if html != watch.last_html and self.orders.get(order_id) is watch:
+                watch.last_html = html
+                await get_channel_layer().group_send(
+                    order_group(order_id), {"type": "send.html", "html": html}
+                )
+            watch.closed = final  # closed orders are never polled again
+        except Exception:
+            log.exception("Refreshing order %s failed; trying again", order_id)
+        finally:
+            # Cleared only after the send, so fragments leave in the order they were made.
+            watch.refreshing = False
 
     # Board and status ----------------------------------------------------------------
     def watch_board(self) -> None:
@@ -292,7 +316,7 @@ class Hub:
             await asyncio.sleep(BOARD_POLL_S)
 
     async def stop(self) -> None:
-        tasks = [w.task for w in [self.board, self.status] if w]
+        tasks = [w.task for w in [self.board, self.status] if w] + list(self._refreshes)
         if self.orders_task is not None:
             tasks.append(self.orders_task)
         for task in tasks:

@@ -59,6 +59,7 @@ class OrderSnapshot:
     source: str
     calls: list[ServiceCall] = field(default_factory=list)
     audit: OrderAudit | None = None
+    progress: OrderProgress | None = None
 
     @property
     def current_step(self) -> StepView | None:
@@ -75,35 +76,51 @@ def _load(order_id: int) -> tuple[Order, list[OrderStep], list[ServiceCall], Ord
     return order, list(order.steps.all()), list(order.calls.order_by("id")), audit_order(order)
 
 
-async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnapshot | None:
-    """None when the order does not exist."""
+async def build_snapshot(
+    order_id: int,
+    *,
+    worker_up: bool = True,
+    ask_workflow: bool = True,
+    known_progress: OrderProgress | None = None,
+) -> OrderSnapshot | None:
+    """None when the order does not exist.
+
+    The query costs a workflow task on a busy worker, so a caller refreshing often may
+    pass `ask_workflow=False` with the progress it got last time; describe and the
+    database (both cheap) are always read afresh.
+    """
     # Not thread-sensitive: many orders' snapshots load side by side, not in one queue.
     loaded = await sync_to_async(_load, thread_sensitive=False)(order_id)
     if loaded is None:
         return None
     order, db_steps, calls, audit = loaded
-    progress: OrderProgress | None = None
+    progress: OrderProgress | None = None if ask_workflow else known_progress
     state: WorkflowState | None = None
     if order.is_final or order.is_lost:
         source = SOURCE_FINAL
     elif order.engine == Order.PLAIN:
         source = SOURCE_PLAIN
-    else:
-        source = SOURCE_LIVE if order.workflow_id else SOURCE_FINAL
+    elif order.workflow_id:
+        source = SOURCE_LIVE
+    else:  # not started yet (database only), or could not be started (nothing to watch)
+        source = SOURCE_FINAL if order.start_error else SOURCE_PLAIN
     if source == SOURCE_LIVE:
         try:
             # A query waits for a worker; skip it when none is polling.
-            state, progress = await asyncio.gather(
+            state, queried = await asyncio.gather(
                 describe_order(order.workflow_id),
-                query_progress(order.workflow_id) if worker_up else _nothing(),
+                query_progress(order.workflow_id) if worker_up and ask_workflow else _nothing(),
             )
         except TemporalUnavailable:
             source = SOURCE_NO_TEMPORAL
         else:
-            if progress is None:
+            progress = queried if ask_workflow else progress
+            if not worker_up or (ask_workflow and queried is None):
                 source = SOURCE_NO_WORKER
     steps = [_merge(step, progress, state) for step in db_steps]
-    return OrderSnapshot(order=order, steps=steps, source=source, calls=calls, audit=audit)
+    return OrderSnapshot(
+        order=order, steps=steps, source=source, calls=calls, audit=audit, progress=progress
+    )
 
 
 async def _nothing() -> None:
