@@ -20,7 +20,8 @@ from django.db.models import Max
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from orders.models import Order, ServiceCall, ServiceSwitch
+from orders.audit import OrderAudit
+from orders.models import Order, ServiceSwitch
 from orders.progress import (
     SOURCE_FINAL,
     SOURCE_LIVE,
@@ -80,20 +81,17 @@ def render_board() -> tuple[str, str]:
 
 
 def _order_signatures(order_ids: list[int]) -> dict[int, tuple]:
-    """Per order, a value that changes whenever an activity writes anything about it."""
-    orders = {
+    """Per order, a value that changes whenever an activity writes anything about it.
+
+    Activities touch the order's updated_at last, after the ledger row and the step
+    record, so a change seen here is a change that is complete.
+    """
+    return {
         pk: (updated_at, status)
         for pk, updated_at, status in Order.objects.filter(pk__in=order_ids).values_list(
             "pk", "updated_at", "status"
         )
     }
-    last_calls = dict(
-        ServiceCall.objects.filter(order_id__in=order_ids)
-        .values("order_id")
-        .annotate(last=Max("id"))
-        .values_list("order_id", "last")
-    )
-    return {pk: (orders.get(pk), last_calls.get(pk)) for pk in order_ids}
 
 
 def _board_signature() -> tuple:
@@ -131,6 +129,7 @@ class OrderWatch:
     closed: bool = False  # final (or gone): nothing more will change, nothing is polled
     refreshing: bool = False
     progress: OrderProgress | None = None  # the workflow's answer to the last query
+    audit: OrderAudit | None = None  # exactly-once figures, recomputed on periodic refreshes
 
 
 @dataclass
@@ -169,11 +168,12 @@ class Hub:
             worker_up=self.worker == WORKER_UP,
             ask_workflow=ask_workflow,
             known_progress=watch.progress if watch else None,
+            known_audit=watch.audit if watch else None,
         )
         if snapshot is None:
             return None
         if watch is not None:
-            watch.progress = snapshot.progress
+            watch.progress, watch.audit = snapshot.progress, snapshot.audit
         if snapshot.source in (SOURCE_LIVE, SOURCE_NO_WORKER):
             self.temporal_calls += 2 if ask_workflow else 1  # describe (+ query)
         html = await sync_to_async(render_order, thread_sensitive=False)(snapshot, self.worker)
@@ -213,7 +213,8 @@ class Hub:
             if watch is None or watch.refreshing:
                 continue  # a refresh under way: its order is looked at again next tick
             changed = signatures.get(pk) != watch.signature
-            periodic = now - watch.refreshed_at >= ORDER_REFRESH_S
+            # Many watched orders: the periodic query (a workflow task each) spreads out.
+            periodic = now - watch.refreshed_at >= ORDER_REFRESH_S * max(1, len(order_ids) / 25)
             if changed or watch.recheck or periodic:
                 # The database hears of a finished attempt a moment before Temporal does:
                 # after a change, ask once more on the next tick. The (slow) workflow

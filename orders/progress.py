@@ -69,11 +69,16 @@ class OrderSnapshot:
         return None
 
 
-def _load(order_id: int) -> tuple[Order, list[OrderStep], list[ServiceCall], OrderAudit] | None:
+def _load(
+    order_id: int, known_audit: OrderAudit | None
+) -> tuple[Order, list[OrderStep], list[ServiceCall], OrderAudit] | None:
     order = Order.objects.select_related("product").filter(pk=order_id).first()
     if order is None:
         return None
-    return order, list(order.steps.all()), list(order.calls.order_by("id")), audit_order(order)
+    # The audit is most of the queries; in flight, the caller's recent one will do.
+    fresh = known_audit is None or order.is_final or order.is_lost
+    audit = audit_order(order) if fresh else known_audit
+    return order, list(order.steps.all()), list(order.calls.order_by("id")), audit
 
 
 async def build_snapshot(
@@ -82,6 +87,7 @@ async def build_snapshot(
     worker_up: bool = True,
     ask_workflow: bool = True,
     known_progress: OrderProgress | None = None,
+    known_audit: OrderAudit | None = None,
 ) -> OrderSnapshot | None:
     """None when the order does not exist.
 
@@ -90,7 +96,9 @@ async def build_snapshot(
     database (both cheap) are always read afresh.
     """
     # Not thread-sensitive: many orders' snapshots load side by side, not in one queue.
-    loaded = await sync_to_async(_load, thread_sensitive=False)(order_id)
+    loaded = await sync_to_async(_load, thread_sensitive=False)(
+        order_id, None if ask_workflow else known_audit
+    )
     if loaded is None:
         return None
     order, db_steps, calls, audit = loaded

@@ -125,6 +125,9 @@ def run_compensation(
         except Exception as exc:
             error_type = getattr(exc, "error_type", type(exc).__name__)
             raise ApplicationError(str(exc) or error_type, type=error_type) from exc
+        finally:
+            # Let the dashboard know the ledger moved (it watches updated_at).
+            Order.objects.filter(pk=request.order_id).update(updated_at=timezone.now())
         return StepResult(reference=reference, attempt=ctx.attempt)
 
 
