@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +18,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from orderdash.loopback import free_port, wait_for_port
 from orders.models import Product, ServiceSwitch
 from worker.activities import ALL_ACTIVITIES
 from worker.shared import SERVICES
@@ -28,23 +27,6 @@ from worker.workflows import OrderWorkflow
 BIN = Path(sys.executable).parent
 TEST_SERVER = BIN / "temporal-test-server"
 DEV_SERVER = BIN / "temporal"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
 @pytest.fixture(scope="session")
