@@ -52,7 +52,9 @@ async def get_client() -> Client:
     try:
         client = await asyncio.wait_for(
             Client.connect(settings.TEMPORAL_ADDRESS, namespace=settings.TEMPORAL_NAMESPACE),
-            timeout=settings.TEMPORAL_RPC_TIMEOUT,
+            # A refused connection fails at once; a slow first connect on a busy machine
+            # should not be mistaken for an unreachable server.
+            timeout=max(5.0, settings.TEMPORAL_RPC_TIMEOUT * 3),
         )
     except (RuntimeError, TimeoutError, RPCError) as exc:
         reason = f"Temporal is not reachable at {settings.TEMPORAL_ADDRESS}: {exc}"
@@ -66,6 +68,9 @@ def rpc_timeout() -> timedelta:
     return timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT)
 
 
+START_TIMEOUT = timedelta(seconds=10)  # placing an order may wait longer than a page view
+
+
 async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
     client = await get_client()
     try:
@@ -74,11 +79,14 @@ async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
             order,
             id=workflow_id,
             task_queue=settings.TEMPORAL_TASK_QUEUE,
-            rpc_timeout=rpc_timeout(),
+            rpc_timeout=START_TIMEOUT,
         )
     except WorkflowAlreadyStartedError:
         return  # an earlier attempt got through (say, its answer timed out): it is running
     except RPCError as exc:
+        # The start may have gone through even though its answer did not come back.
+        if await describe_order(workflow_id) is not None:
+            return
         raise TemporalUnavailable(f"Temporal refused to start {workflow_id}: {exc}") from exc
 
 

@@ -22,6 +22,7 @@ def place_order_from_page(page: Page, sku: str = "KB-01") -> str:
     form.get_by_role("button", name="Place order").click()
     placed = page.locator("#place-order .flash a")
     expect(placed).to_be_visible()
+    expect(page.locator("#place-order .flash")).not_to_contain_text("not started")
     return "order-" + placed.inner_text().lstrip("#")
 
 
