@@ -28,7 +28,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from worker.shared import ACTIVITY_STEPS, PROGRESS_QUERY, WORKFLOW_NAME, OrderInput, OrderProgress
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
+# Per event loop, one client per (address, namespace): settings may point elsewhere later.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Client]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class TemporalUnavailable(Exception):
@@ -43,7 +46,8 @@ _connect_failures: dict[str, tuple[float, str]] = {}  # address -> (when, why)
 
 async def get_client() -> Client:
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
+    target = (settings.TEMPORAL_ADDRESS, settings.TEMPORAL_NAMESPACE)
+    client = _clients.get(loop, {}).get(target)
     if client is not None:
         return client
     failed_at, reason = _connect_failures.get(settings.TEMPORAL_ADDRESS, (-1e9, ""))
@@ -60,7 +64,7 @@ async def get_client() -> Client:
         reason = f"Temporal is not reachable at {settings.TEMPORAL_ADDRESS}: {exc}"
         _connect_failures[settings.TEMPORAL_ADDRESS] = (time.monotonic(), reason)
         raise TemporalUnavailable(reason) from exc
-    _clients[loop] = client
+    _clients.setdefault(loop, {})[target] = client
     return client
 
 
@@ -81,8 +85,12 @@ async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
             task_queue=settings.TEMPORAL_TASK_QUEUE,
             rpc_timeout=START_TIMEOUT,
         )
-    except WorkflowAlreadyStartedError:
-        return  # an earlier attempt got through (say, its answer timed out): it is running
+    except WorkflowAlreadyStartedError as exc:
+        # Orders are started once, so this is someone else's workflow under our id.
+        raise TemporalUnavailable(
+            f"Temporal already runs a workflow {workflow_id}; was the dashboard's database"
+            " reset while Temporal kept its history?"
+        ) from exc
     except RPCError as exc:
         # The start may have gone through even though its answer did not come back.
         if await describe_order(workflow_id) is not None:
