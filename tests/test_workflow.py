@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowHandle
 
 from orders.models import Charge, Message, Order, Product, Reservation, ServiceCall, Shipment
-from orders.placement import create_order, order_input
+from orders.placement import create_order, order_input, place_order
 from tests.conftest import set_switch
 from worker.shared import WORKFLOW_NAME, OrderOutcome, workflow_id_for
 
@@ -178,25 +179,42 @@ async def test_sms_down_completes_with_warnings_and_email_still_sent(
     assert steps_of(order)["sms"] == ("failed", 3)
 
 
-async def test_payment_timing_out_after_charging_is_retried_without_a_second_charge(
-    time_skipping_env, skipping_worker, catalogue
+def test_payment_timing_out_after_charging_is_retried_without_a_second_charge(
+    live_temporal, catalogue
 ):
-    # The charge goes through, but the answer comes after the 5 s timeout.
+    # Real time on the dev server: the charge goes through, the answer comes after the
+    # 5 s timeout, Temporal retries, and the retry finds the charge instead of making one.
     set_switch("payment", "slow", latency_ms=6500)
-    order = new_order()
-    with time_skipping_env.auto_time_skipping_disabled():
-        handle = await start(time_skipping_env, skipping_worker, order)
-        await wait_until(lambda: Charge.objects.filter(order=order).exists())
-        set_switch("payment", "healthy")
-        outcome = await handle.result()
+    order = place_order(
+        {
+            "product": Product.objects.get(sku="KB-01"),
+            "quantity": 1,
+            "customer_name": "Grace Hopper",
+            "email": "grace@example.com",
+            "phone": "+1 555 0100",
+            "address": "1 Compiler Way",
+        }
+    )
+    wait_for(lambda: Charge.objects.filter(order=order).exists(), 20)
+    set_switch("payment", "healthy")
+    wait_for(lambda: Order.objects.get(pk=order.pk).status == "completed", 60)
+    wait_for(lambda: len(calls_of(order, "charge")) == 2, 20)
 
-    assert outcome.status == "completed"
+    order.refresh_from_db()
     assert Charge.objects.filter(order=order).count() == 1
-    await wait_until(lambda: len(calls_of(order, "charge")) == 2)
     first, second = calls_of(order, "charge")
     assert (first.outcome, second.outcome) == ("error", "replayed")
     assert "No answer within the 5s timeout; the charge had already happened" in first.error
-    assert outcome.payment_id == Charge.objects.get(order=order).payment_id
+    assert order.payment_id == Charge.objects.get(order=order).payment_id
+
+
+def wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
 
 
 async def test_switch_flipped_during_backoff_changes_the_outcome(
