@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -76,12 +77,29 @@ def running_dev_server() -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
     )
+    address = f"127.0.0.1:{port}"
     try:
         wait_for_port(port)
-        yield f"127.0.0.1:{port}"
+        wait_until_serving(address)
+        yield address
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def wait_until_serving(address: str, timeout: float = 30) -> None:
+    """The port opens before the frontend is ready ("Frontend is not healthy yet")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = subprocess.run(
+            [str(DEV_SERVER), "operator", "cluster", "health", "--address", address],
+            capture_output=True,
+            timeout=10,
+        )
+        if health.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"Temporal at {address} not serving after {timeout}s")
 
 
 @pytest.fixture
