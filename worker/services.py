@@ -23,7 +23,6 @@ from django.utils import timezone
 from orders.models import (
     Charge,
     Message,
-    Order,
     Product,
     Reservation,
     ServiceCall,
@@ -399,7 +398,3 @@ def send_message(ctx: CallContext, channel: str, recipient: str, body: str) -> s
         return Message.objects.filter(key=ctx.idempotency_key).exists()
 
     return call_service(channel, "send", ctx, effect, already_done=done)
-
-
-def order_exists(order_id: int) -> bool:
-    return Order.objects.filter(pk=order_id).exists()

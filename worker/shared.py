@@ -6,7 +6,6 @@ imports it, and so does the dashboard.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -14,10 +13,6 @@ from temporalio.common import RetryPolicy
 
 WORKFLOW_NAME = "OrderWorkflow"
 PROGRESS_QUERY = "progress"
-
-
-def task_queue() -> str:
-    return os.getenv("TEMPORAL_TASK_QUEUE", "orders")
 
 
 def workflow_id_for(order_id: int) -> str:
@@ -33,14 +28,6 @@ STEP_LABELS = {
     "shipping": "Schedule shipping",
     "email": "Email confirmation",
     "sms": "SMS update",
-}
-STEP_SERVICE = {
-    "inventory": "inventory",
-    "payment": "payment",
-    "commit": "inventory",
-    "shipping": "shipping",
-    "email": "email",
-    "sms": "sms",
 }
 SERVICES = ("inventory", "payment", "shipping", "email", "sms")
 # The activity behind each step, and back: describe() names pending activities by type.
