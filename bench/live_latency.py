@@ -895,7 +895,7 @@ def write_report(latency: dict, fanout: dict, scale: dict, total_s: float) -> st
         f" 1 socket or by {FANOUT_SOCKETS}, each twice ({', '.join(map(str, FANOUT_RUNS))}),"
         " in process with `channels.testing."
         "WebsocketCommunicator` against `orderdash.asgi.application`. Calls are read from"
-        " `orders.live.hub.temporal_calls` (describe + query per order refresh, one per"
+        " `orders.live.hub.temporal_calls` (one per describe, one per query, one per"
         " worker-status check) over the same window of the order's retry schedule"
         f" ({FANOUT_WINDOW_S[0]:g}–{FANOUT_WINDOW_S[1]:g} s after the workflow started),"
         " once every socket has its snapshot. “Equal” allows"
@@ -928,8 +928,10 @@ def write_report(latency: dict, fanout: dict, scale: dict, total_s: float) -> st
             else " did **not** end the window on the same fragment"
         )
         + " (counts can differ by one where a fragment was on its way at a window edge)."
-        " Each *new* socket does cost Temporal calls once, when it connects (its own"
-        " snapshot, describe + query, and a worker-status check): the last column.",
+        " The last column is what connecting cost: a socket on an order already watched"
+        " gets the fragment its watchers last got and the worker status checked within the"
+        " last second, so connecting costs Temporal nothing beyond the first socket's"
+        " describe + query and an occasional worker-status check.",
         "",
         "## 3. 500 sockets, 100 in-flight orders, one daphne",
         "",
@@ -1048,41 +1050,37 @@ def notes(latency: dict, scale: dict, ok: dict[str, bool]) -> list[str]:
     return out + DIAGNOSIS
 
 
-# Written from this script's figures and a one-off profile of daphne (timing wrappers
-# around the hub's calls; not part of this script). Update it with DIAGNOSIS_COMMIT.
-DIAGNOSIS_COMMIT = "bbef485"
+# Written from this script's figures and a one-off sampling profile of daphne during the
+# 500-socket burst (py-spy, not part of this script). Update it with DIAGNOSIS_COMMIT.
+DIAGNOSIS_COMMIT = "HEAD"
 DIAGNOSIS = [
-    "A profile of daphne during the 500-socket burst (timing wrappers around the hub's"
-    " calls, run once by hand) showed:",
+    "Where a push's time goes, from a sampling profile of daphne during the 500-socket"
+    " burst (py-spy, 200 Hz, 25 s, run by hand), and what was changed because of it:",
     "",
-    "- `Hub._poll_orders` ran about one tick every 2 s instead of every `ORDER_POLL_S`:"
-    " each tick awaits every refresh it started (`asyncio.gather`) before it sleeps and"
-    " reads the signatures again. With all 100 orders due, that is 100 snapshots,"
-    " `SNAPSHOTS_AT_ONCE` (8) at a time, at about 230 ms each (query p50 190 ms, p95"
-    " 540 ms while the worker is busy; describe 45 ms; the database load, audit included,"
-    " 36 ms of work and 60 ms with waiting; render 2 ms). An attempt that ends during a"
-    " tick waits for that tick to finish and then for its own turn in the next one: that"
-    " is the multi-second latency.",
-    "- With no worker and nothing moving, the hub still built about 60 full snapshots a"
-    " second (every order every `ORDER_REFRESH_S`, database load and audit included),"
-    " which is the daphne CPU shown as idle above.",
-    "- At small scale (figure 1) the same coupling shows: the tick carries the slowest"
-    " snapshot of its batch, and the recheck after each change keeps most ticks busy.",
+    "- **Channels' own per-message overhead dominated at first.** `AsyncConsumer.dispatch`"
+    " closes stale database connections before every handler, one hop to Channels' single"
+    " sync thread per message per socket; and the stock `InMemoryChannelLayer` sweeps every"
+    " channel and group membership for expired entries on each receive and group send."
+    " With 500 sockets those two were most of the event loop's time (group sends alone"
+    " took ~370 ms per tick). Now `LiveConsumer.dispatch` forwards fragments without the"
+    " hop (they touch no database), and `orderdash.layers.InMemoryChannelLayer` sweeps at"
+    " most once a second: group sends take a few ms per tick.",
+    "- **Then the batch rebuild.** Each tick reloads every order that moved in one thread"
+    " hop (seven queries for the whole batch, grouped by hand: `prefetch_related` built a"
+    " queryset per order and relation, which cost more than the queries) and renders it."
+    " Rendering is the larger half; the ledger part (exactly-once panel and attempt table)"
+    " is rendered again only when the ledger changed.",
+    "- **The page no longer waits for Temporal to hear of an attempt.** The activity writes"
+    " the attempt's end to the database first, and the hub pushes what the database says"
+    " at once: a retrying step announces its next attempt number before describe has the"
+    " schedule; describe is asked right after, for the countdown.",
+    "- Periodic work (describe and query every `ORDER_REFRESH_S`, more slowly with many"
+    " orders) is spread over the ticks instead of falling due for every order at once.",
     "",
-    "Changes I would make, none made by this benchmark:",
-    "",
-    "1. `orders/live.py` `Hub._poll_orders`: do not await the refreshes in the tick. Start"
-    " each as a task (at most one in flight per order, `SNAPSHOTS_AT_ONCE` still the cap)"
-    " and keep reading signatures every `ORDER_POLL_S`, so a slow query holds up only its"
-    " own order.",
-    "2. Raise `SNAPSHOTS_AT_ONCE` (8): most of a snapshot is waiting for Temporal (the query"
-    " waits for the worker), not CPU.",
-    "3. When an order is merely stale (`ORDER_REFRESH_S` passed, signature unchanged), ask"
-    " describe only, and rebuild the fragment only if the pending attempt or its next"
-    " retry time changed.",
-    "4. `orders/progress.py`: leave the audit out of live snapshots of in-flight orders, or"
-    " recompute it only when the ledger part of the signature changed; it is five of the"
-    " eight queries of a snapshot's database load.",
+    "What is left: on two cores the worker (SQLite writes from 32 activity threads, whose"
+    " lock waits reach 100 ms and more in the burst) and Temporal take most of the CPU;"
+    " the rebuild thread's wall time is about 2.5 times its CPU time. The largest remaining"
+    " cost inside daphne is template rendering of the timeline.",
 ]
 
 
@@ -1091,6 +1089,13 @@ DIAGNOSIS = [
 
 async def run(stack: Stack) -> str:
     started = time.monotonic()
+    if only := os.getenv("BENCH_ONLY"):
+        # One part, for quick comparisons while tuning: printed, nothing written.
+        parts = {"latency": bench_latency, "scale": bench_scale}
+        if only not in parts:
+            raise SystemExit(f"BENCH_ONLY is one of: {', '.join(parts)}")
+        await parts[only](stack)
+        return ""
     latency = await bench_latency(stack)
     fanout = await bench_fanout()
     scale = await bench_scale(stack)
@@ -1116,14 +1121,16 @@ def main() -> int:
         if stack:
             for name in ("daphne", "worker"):
                 print(f"--- last lines of {name} ---\n{stack.tail(name)}", file=sys.stderr)
-        raise
-    finally:
-        if stack:
             stack.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    print(report)
-    print(f"\nWritten to {RESULTS.relative_to(ROOT)}")
+            print(f"The stack's logs and database are kept in {workdir}", file=sys.stderr)
+        raise
+    if stack:
+        stack.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+    if report:
+        print()
+        print(report)
+        print(f"\nWritten to {RESULTS.relative_to(ROOT)}")
     return 0
 
 

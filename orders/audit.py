@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from orders.models import Order, Reservation
+from orders.models import Charge, Message, Order, Reservation, ServiceCall, Shipment
 from worker.shared import CANCELLED, COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, SERVICES
 
 
@@ -30,8 +30,42 @@ class ServiceAudit:
 
 
 @dataclass
+class OrderEffects:
+    """What the services did for one order: the rows their effects left."""
+
+    reservations: list[Reservation]
+    charges: list[Charge]
+    shipments: list[Shipment]
+    messages: list[Message]
+
+    @classmethod
+    def of(cls, order: Order) -> OrderEffects:
+        return cls(
+            list(order.reservations.all()),
+            list(order.charges.all()),
+            list(order.shipments.all()),
+            list(order.messages.all()),
+        )
+
+    @classmethod
+    def of_orders(cls, order_ids: list[int]) -> dict[int, OrderEffects]:
+        """Effects of many orders, one query per kind of effect."""
+        effects = {pk: cls([], [], [], []) for pk in order_ids}
+        for model, kind in (
+            (Reservation, "reservations"),
+            (Charge, "charges"),
+            (Shipment, "shipments"),
+            (Message, "messages"),
+        ):
+            for row in model.objects.filter(order_id__in=order_ids).order_by("id"):
+                getattr(effects[row.order_id], kind).append(row)
+        return effects
+
+
+@dataclass
 class OrderAudit:
     order: Order
+    effects: OrderEffects
     services: list[ServiceAudit] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -42,14 +76,14 @@ class OrderAudit:
     @property
     def lost_summary(self) -> str:
         """What a lost plain-script order left behind, in a few words."""
-        order = self.order
-        charged = any(c.refunded_at is None for c in order.charges.all())
-        shipped = any(s.cancelled_at is None for s in order.shipments.all())
+        effects = self.effects
+        charged = any(c.refunded_at is None for c in effects.charges)
+        shipped = any(s.cancelled_at is None for s in effects.shipments)
         if charged and not shipped:
             return "lost: charged, not shipped"
         if charged:
             return "lost: charged and shipped, never confirmed"
-        if any(r.state == Reservation.RESERVED for r in order.reservations.all()):
+        if any(r.state == Reservation.RESERVED for r in effects.reservations):
             return "lost: stock held, nothing charged"
         return "lost: stopped before any effect"
 
@@ -58,22 +92,30 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def audit_order(order: Order) -> OrderAudit:
-    calls = list(order.calls.order_by("id").values_list("service", "operation"))
+def audit_order(
+    order: Order, ledger: list[ServiceCall] | None = None, effects: OrderEffects | None = None
+) -> OrderAudit:
+    """The audit of one order. Pass its ledger rows and effects when they are loaded
+    already (many orders at once); otherwise they are read here."""
+    if ledger is None:
+        ledger = list(order.calls.order_by("id"))
+    if effects is None:
+        effects = OrderEffects.of(order)
+    calls = [(call.service, call.operation) for call in ledger]
     attempts = Counter(service for service, _ in calls)
     operations: dict[str, Counter[str]] = {}
     for service, operation in calls:
         operations.setdefault(service, Counter())[operation] += 1
-    reservations = list(order.reservations.all())
-    charges = list(order.charges.all())
+    reservations = effects.reservations
+    charges = effects.charges
     live_charges = [c for c in charges if c.refunded_at is None]
-    shipments = [s for s in order.shipments.all() if s.cancelled_at is None]
-    messages = Counter(order.messages.values_list("channel", flat=True))
+    shipments = [s for s in effects.shipments if s.cancelled_at is None]
+    messages = Counter(message.channel for message in effects.messages)
     held = [r for r in reservations if r.state == Reservation.RESERVED]
     committed = [r for r in reservations if r.state == Reservation.COMMITTED]
 
     refunded = len(charges) - len(live_charges)
-    effects = {
+    summaries = {
         "inventory": _count(len(reservations), "reservation")
         + (f" ({', '.join(r.state for r in reservations)})" if reservations else ""),
         "payment": _count(len(charges), "charge") + (f", {refunded} refunded" if refunded else ""),
@@ -83,8 +125,9 @@ def audit_order(order: Order) -> OrderAudit:
     }
     audit = OrderAudit(
         order=order,
+        effects=effects,
         services=[
-            ServiceAudit(s, attempts[s], effects[s], dict(operations[s]))
+            ServiceAudit(s, attempts[s], summaries[s], dict(operations[s]))
             for s in SERVICES
             if attempts[s]
         ],

@@ -26,7 +26,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         hub.watch_status()
-        await self.send(text_data=render_status(await hub.refresh_worker()))
+        await self.send(text_data=render_status(await hub.current_worker()))
 
     async def leave(self) -> None:
         for group in getattr(self, "groups_joined", []):
@@ -39,6 +39,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.send(
             text_data=live_error("This live connection only sends updates; it takes no commands.")
         )
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections before every handler, a hop to its
+        # one sync thread per message per socket. Forwarding a fragment touches no
+        # database, and with hundreds of sockets those hops were most of a push's cost.
+        if message["type"] == "send.html":
+            await self.send_html(message)
+        else:
+            await super().dispatch(message)
 
     async def send_html(self, event: dict) -> None:
         await self.send(text_data=event["html"])
@@ -76,9 +85,11 @@ class OrderConsumer(LiveConsumer):
         self.order_id = order_id
         await self.join(STATUS_GROUP, order_group(order_id))
         hub.watch_order(order_id)
-        fragment = await hub.order_fragment(order_id)
-        if fragment is not None:
-            await self.send(text_data=fragment[0])
+        # Watched already: the fragment its watchers last got is the full snapshot, and
+        # anything newer reaches this socket through the group. Newly watched: the hub's
+        # next tick builds it and sends it to the group, this socket included.
+        if html := hub.latest_fragment(order_id):
+            await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
         if self.order_id is not None:

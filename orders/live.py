@@ -1,9 +1,13 @@
-"""The progress hub: what turns Temporal and database changes into fragments on screens.
+"""The progress hub: what turns database and Temporal changes into fragments on screens.
 
-Per web process there is at most one poller per watched in-flight order and one board
-poller (order list, switches, worker status), however many browsers watch. Each poller
-sends a fragment to its Channels group only when the fragment changed, so Temporal load
-grows with the orders being watched, never with the number of sockets.
+Per web process one loop watches every in-flight order that has a socket open on it, and
+one board poller serves the order list, switches and worker status, however many browsers
+watch. Each tick reads the watched orders' database signatures in one query; the orders
+that moved are reloaded together, merged with what Temporal last said, rendered and sent
+to their Channels group only when the fragment changed. Temporal (describe, and the query
+for the saga) is asked in the background: right after the database announces a retry, to
+learn when it is due, and on a slow periodic round. So Temporal load grows with the orders
+being watched, never with the number of sockets.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,23 +26,23 @@ from django.db.models import Max
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from orders.audit import OrderAudit
 from orders.models import Order, ServiceSwitch
 from orders.progress import (
     SOURCE_FINAL,
-    SOURCE_LIVE,
-    SOURCE_NO_WORKER,
     OrderSnapshot,
-    build_snapshot,
+    TemporalView,
+    ask_temporal,
+    load_orders,
+    snapshot_of,
 )
 from orders.temporal import WORKER_UP, worker_status
-from worker.shared import OrderProgress
 
 log = logging.getLogger(__name__)
 
-ORDER_POLL_S = 0.1  # how often the watched orders' database signatures are checked
+ORDER_POLL_S = 0.05  # how often the watched orders' database signatures are checked
 ORDER_REFRESH_S = 2.0  # Temporal is asked at least this often even when nothing changed
-SNAPSHOTS_AT_ONCE = 32  # orders refreshed at once: mostly waiting on Temporal, not CPU
+ASKS_AT_ONCE = 32  # Temporal calls in flight at once: waiting on the server, not CPU
+CONFIRM_TRIES = 20  # describes (one per tick) to see a retry the database announced
 BOARD_POLL_S = 0.25
 STATUS_POLL_S = 1.0
 BOARD_ROWS = 25
@@ -52,9 +58,29 @@ def order_group(order_id: int) -> str:
 # --- rendering -------------------------------------------------------------------------
 
 
-def render_order(snapshot: OrderSnapshot, worker: str) -> str:
-    return render_to_string(
-        "orders/partials/order_detail.html", {"snapshot": snapshot, "worker": worker, "oob": True}
+def render_order(snapshot: OrderSnapshot, worker: str, ledger_cache: dict | None = None) -> str:
+    """The order's fragment. With a cache (the hub keeps one per watched order) the
+    ledger part, most of the rendering work, is rendered again only when it changed."""
+    context = {"snapshot": snapshot, "worker": worker, "oob": True}
+    if ledger_cache is not None:
+        key = _ledger_key(snapshot)
+        if ledger_cache.get("key") != key:
+            ledger_cache["key"] = key
+            ledger_cache["html"] = render_to_string(
+                "orders/partials/order_ledger.html", {"snapshot": snapshot}
+            )
+        context["ledger_html"] = ledger_cache["html"]
+    return render_to_string("orders/partials/order_detail.html", context)
+
+
+def _ledger_key(snapshot: OrderSnapshot) -> tuple:
+    # Everything order_ledger.html shows; a ledger row's other fields never change.
+    audit = snapshot.audit
+    return (
+        snapshot.order.is_final,
+        tuple(service.line for service in audit.services) if audit else None,
+        tuple(audit.problems) if audit else None,
+        tuple((c.id, c.outcome, c.error, c.duration_ms) for c in snapshot.calls),
     )
 
 
@@ -78,6 +104,28 @@ def render_board() -> tuple[str, str]:
         render_to_string("orders/partials/order_list.html", context),
         render_to_string("orders/partials/switches.html", context),
     )
+
+
+def _load_and_render(
+    order_ids: list[int],
+    temporal: dict[int, TemporalView | None],
+    worker: str,
+    ledger_caches: dict[int, dict],
+) -> dict[int, tuple[OrderSnapshot, str]]:
+    """Snapshot and fragment per order; no fragment ("") for an order in flight on
+    Temporal that has not been asked yet, so nobody sees a half picture first."""
+    worker_up = worker == WORKER_UP
+    built = {}
+    for pk, record in load_orders(order_ids).items():
+        snapshot = snapshot_of(record, temporal.get(pk), worker_up=worker_up)
+        asked = temporal.get(pk) is not None or not snapshot.watches_temporal
+        html = render_order(snapshot, worker, ledger_caches[pk]) if asked else ""
+        built[pk] = (snapshot, html)
+    return built
+
+
+def _most_overdue(order_ids: list[int], last_done: Callable[[int], float], quota: int) -> list[int]:
+    return sorted(order_ids, key=last_done)[:quota]
 
 
 def _order_signatures(order_ids: list[int]) -> dict[int, tuple]:
@@ -119,27 +167,33 @@ class Watch:
 
 @dataclass
 class OrderWatch:
-    """One watched order: who watches, and what was last seen and sent."""
+    """One watched order: who watches, and what was last seen, heard and sent."""
 
     watchers: int = 0
     signature: tuple | None = None
-    refreshed_at: float = 0.0
-    recheck: bool = False
+    reload: bool = True  # rebuild from the database on the next tick
+    reloaded_at: float = -math.inf
+    workflow_id: str = ""  # set while the order is in flight on Temporal
+    temporal: TemporalView | None = None
+    asking: bool = False  # a describe (and maybe query) under way
+    asked_at: float = -math.inf
+    queried_at: float = -math.inf
+    confirm: int = 0  # describes left to see Temporal schedule a retry the database announced
+    compensating: bool = False
     last_html: str = ""
+    ledger_cache: dict = field(default_factory=dict)  # the ledger part, rendered once per change
     closed: bool = False  # final (or gone): nothing more will change, nothing is polled
-    refreshing: bool = False
-    progress: OrderProgress | None = None  # the workflow's answer to the last query
-    audit: OrderAudit | None = None  # exactly-once figures, recomputed on periodic refreshes
 
 
 @dataclass
 class Hub:
     orders: dict[int, OrderWatch] = field(default_factory=dict)
     orders_task: asyncio.Task | None = None
-    _refreshes: set[asyncio.Task] = field(default_factory=set)  # keeps running refreshes alive
+    _asks: set[asyncio.Task] = field(default_factory=set)  # keeps running asks alive
     board: Watch | None = None
     status: Watch | None = None
     worker: str = "down"
+    worker_checked_at: float = -math.inf
     temporal_calls: int = 0  # counted for the fan-out benchmark
 
     # Orders -------------------------------------------------------------------------
@@ -159,95 +213,136 @@ class Hub:
             self.orders_task.cancel()
             self.orders_task = None
 
-    async def order_fragment(
-        self, order_id: int, watch: OrderWatch | None = None, *, ask_workflow: bool = True
-    ) -> tuple[str, bool] | None:
-        """(html, final) for one order now, or None when it does not exist."""
-        snapshot = await build_snapshot(
-            order_id,
-            worker_up=self.worker == WORKER_UP,
-            ask_workflow=ask_workflow,
-            known_progress=watch.progress if watch else None,
-            known_audit=watch.audit if watch else None,
-        )
-        if snapshot is None:
-            return None
-        if watch is not None:
-            watch.progress, watch.audit = snapshot.progress, snapshot.audit
-        if snapshot.source in (SOURCE_LIVE, SOURCE_NO_WORKER):
-            self.temporal_calls += 2 if ask_workflow else 1  # describe (+ query)
-        html = await sync_to_async(render_order, thread_sensitive=False)(snapshot, self.worker)
-        return html, snapshot.source == SOURCE_FINAL
+    def latest_fragment(self, order_id: int) -> str:
+        """The fragment last sent to this order's watchers ("" before the first)."""
+        watch = self.orders.get(order_id)
+        return watch.last_html if watch else ""
 
     async def _poll_orders(self) -> None:
-        """One loop for every watched order: a single cheap query per tick finds what
-        moved, and only those orders are asked of Temporal and rendered again."""
+        """One loop for every watched order. Each tick one query finds what moved, one
+        batch reload rebuilds those orders from the database, and Temporal is asked
+        (in the background) only to confirm retries and on a slow periodic round."""
         loop = asyncio.get_running_loop()
-        limit = asyncio.Semaphore(SNAPSHOTS_AT_ONCE)
+        limit = asyncio.Semaphore(ASKS_AT_ONCE)
         while True:
             try:
-                open_ids = [pk for pk, watch in self.orders.items() if not watch.closed]
-                if open_ids:
-                    signatures = await sync_to_async(_order_signatures, thread_sensitive=False)(
-                        open_ids
-                    )
-                    # Each refresh runs on its own: a slow one never holds up the next tick.
-                    for pk, ask_workflow in self._due(open_ids, signatures, loop.time()):
-                        self.orders[pk].refreshing = True
-                        task = asyncio.create_task(self._refresh(pk, limit, ask_workflow))
-                        self._refreshes.add(task)
-                        task.add_done_callback(self._refreshes.discard)
+                await self._tick(loop.time(), limit)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("Polling watched orders failed; trying again")
             await asyncio.sleep(ORDER_POLL_S)
 
-    def _due(
-        self, order_ids: list[int], signatures: dict[int, tuple], now: float
-    ) -> list[tuple[int, bool]]:
-        """Orders to refresh now, and whether to query the workflow for each."""
+    def refresh_every(self) -> float:
+        # Many watched orders: the periodic rounds (a workflow task each) spread out.
+        open_orders = sum(not watch.closed for watch in self.orders.values())
+        return ORDER_REFRESH_S * max(1.0, open_orders / 25)
+
+    async def _tick(self, now: float, limit: asyncio.Semaphore) -> None:
+        open_ids = [pk for pk, watch in self.orders.items() if not watch.closed]
+        if not open_ids:
+            return
+        signatures = await sync_to_async(_order_signatures, thread_sensitive=False)(open_ids)
+        open_ids = [pk for pk in open_ids if pk in self.orders]  # some left while we waited
+        every = self.refresh_every()
+        # Periodic work is spread over the ticks of a round: orders watched together
+        # would otherwise all fall due on the same tick, and that tick would be slow.
+        periodic_quota = math.ceil(len(open_ids) * ORDER_POLL_S / every)
         due = []
+        for pk in open_ids:
+            watch = self.orders[pk]
+            signature = signatures.get(pk)
+            if signature != watch.signature:
+                watch.signature, watch.reload, watch.confirm = signature, True, CONFIRM_TRIES
+            if watch.reload:
+                due.append(pk)
+        # A plain-script order turns lost by going quiet, which changes no row: reread
+        # those now and then. Orders on Temporal are reread when Temporal's answer moves.
+        stale = [
+            pk
+            for pk in open_ids
+            if not self.orders[pk].workflow_id and now - self.orders[pk].reloaded_at >= every
+        ]
+        due += _most_overdue(stale, lambda pk: self.orders[pk].reloaded_at, periodic_quota)
+        for pk in due:
+            self.orders[pk].reload, self.orders[pk].reloaded_at = False, now
+        if due:
+            await self._rebuild(list(dict.fromkeys(due)))
+        open_ids = [pk for pk in open_ids if pk in self.orders]
+        asking = [pk for pk in open_ids if self._may_ask(pk)]
+        urgent = [
+            pk for pk in asking if self.orders[pk].temporal is None or self.orders[pk].confirm
+        ]
+        overdue = [pk for pk in asking if now - self.orders[pk].asked_at >= every]
+        periodic = _most_overdue(overdue, lambda pk: self.orders[pk].asked_at, periodic_quota)
+        for pk in dict.fromkeys(urgent + periodic):
+            watch = self.orders[pk]
+            query = watch.temporal is None or watch.compensating or now - watch.queried_at >= every
+            watch.asking = True
+            watch.confirm = max(0, watch.confirm - 1)
+            task = asyncio.create_task(self._ask(pk, watch, limit, query=query))
+            self._asks.add(task)
+            task.add_done_callback(self._asks.discard)
+
+    def _may_ask(self, order_id: int) -> bool:
+        watch = self.orders.get(order_id)
+        return bool(watch and not watch.closed and watch.workflow_id and not watch.asking)
+
+    async def _rebuild(self, order_ids: list[int]) -> None:
+        """Reload orders from the database, merge what Temporal said, render, send."""
+        worker = self.worker
+        temporal = {pk: self.orders[pk].temporal for pk in order_ids}
+        ledger_caches = {pk: self.orders[pk].ledger_cache for pk in order_ids}
+        # One hop to a thread for the whole batch: loading and rendering are sync work.
+        built = await sync_to_async(_load_and_render, thread_sensitive=False)(
+            order_ids, temporal, worker, ledger_caches
+        )
+        layer = get_channel_layer()
         for pk in order_ids:
             watch = self.orders.get(pk)
-            if watch is None or watch.refreshing:
-                continue  # a refresh under way: its order is looked at again next tick
-            changed = signatures.get(pk) != watch.signature
-            # Many watched orders: the periodic query (a workflow task each) spreads out.
-            periodic = now - watch.refreshed_at >= ORDER_REFRESH_S * max(1, len(order_ids) / 25)
-            if changed or watch.recheck or periodic:
-                # The database hears of a finished attempt a moment before Temporal does:
-                # after a change, ask once more on the next tick. The (slow) workflow
-                # query runs on the periodic refresh; the database and describe say the rest.
-                watch.recheck = changed
-                watch.signature = signatures.get(pk)
-                if periodic:
-                    watch.refreshed_at = now
-                due.append((pk, periodic or watch.progress is None))
-        return due
+            if watch is None:
+                continue
+            snapshot, html = built.get(pk, (None, ""))
+            if snapshot is None:  # deleted meanwhile
+                watch.closed = True
+                continue
+            watch.workflow_id = snapshot.order.workflow_id if snapshot.watches_temporal else ""
+            watch.compensating = snapshot.compensating
+            if not snapshot.awaits_schedule:
+                # After a change during compensation, one query shows how far the saga got.
+                watch.confirm = 1 if snapshot.compensating and watch.confirm else 0
+            if not html:  # in flight on Temporal and not asked yet: wait for its answer
+                continue
+            if html != watch.last_html:
+                watch.last_html = html
+                await layer.group_send(order_group(pk), {"type": "send.html", "html": html})
+            watch.closed = snapshot.source == SOURCE_FINAL  # never polled again
 
-    async def _refresh(self, order_id: int, limit: asyncio.Semaphore, ask_workflow: bool) -> None:
-        watch = self.orders.get(order_id)
-        if watch is None:
-            return
+    async def _ask(
+        self, order_id: int, watch: OrderWatch, limit: asyncio.Semaphore, *, query: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async with limit:
-                fragment = await self.order_fragment(order_id, watch, ask_workflow=ask_workflow)
-            if fragment is None:
-                watch.closed = True
-                return
-            html, final = fragment
-            if html != watch.last_html and self.orders.get(order_id) is watch:
-                watch.last_html = html
-                await get_channel_layer().group_send(
-                    order_group(order_id), {"type": "send.html", "html": html}
+                worker_up = self.worker == WORKER_UP
+                heard = await ask_temporal(
+                    watch.workflow_id, worker_up=worker_up, query=query, previous=watch.temporal
                 )
-            watch.closed = final  # closed orders are never polled again
+            self.temporal_calls += 2 if query and worker_up else 1
+            watch.asked_at = loop.time()
+            if query:
+                watch.queried_at = watch.asked_at
+            if not heard.reachable:
+                watch.confirm = 0  # no point asking again before the periodic round
+            if heard != watch.temporal:
+                watch.temporal = heard
+                watch.reload = True
         except Exception:
-            log.exception("Refreshing order %s failed; trying again", order_id)
+            log.exception("Asking Temporal about order %s failed; trying again", order_id)
+            if watch.temporal is None:  # render what the database knows meanwhile
+                watch.temporal, watch.reload = TemporalView(reachable=False), True
         finally:
-            # Cleared only after the send, so fragments leave in the order they were made.
-            watch.refreshing = False
+            watch.asking = False
 
     # Board and status ----------------------------------------------------------------
     def watch_board(self) -> None:
@@ -277,9 +372,22 @@ class Hub:
             self.status = None
 
     async def refresh_worker(self) -> str:
-        self.worker = await worker_status()
+        worker = await worker_status()
         self.temporal_calls += 1
+        self.worker_checked_at = asyncio.get_running_loop().time()
+        if worker != self.worker:
+            self.worker = worker
+            for watch in self.orders.values():
+                watch.reload = True  # the order pages say whether a worker answers
         return self.worker
+
+    async def current_worker(self) -> str:
+        """The worker status, checked within the status poll interval: a socket that
+        connects while others are open costs Temporal nothing."""
+        fresh = asyncio.get_running_loop().time() - self.worker_checked_at < STATUS_POLL_S
+        if self.status is not None and not self.status.task.done() and fresh:
+            return self.worker
+        return await self.refresh_worker()
 
     async def _poll_status(self) -> None:
         layer = get_channel_layer()
@@ -317,7 +425,7 @@ class Hub:
             await asyncio.sleep(BOARD_POLL_S)
 
     async def stop(self) -> None:
-        tasks = [w.task for w in [self.board, self.status] if w] + list(self._refreshes)
+        tasks = [w.task for w in [self.board, self.status] if w] + list(self._asks)
         if self.orders_task is not None:
             tasks.append(self.orders_task)
         for task in tasks:
@@ -328,6 +436,7 @@ class Hub:
         self.orders.clear()
         self.orders_task = None
         self.board = self.status = None
+        self.worker_checked_at = -math.inf
 
 
 hub = Hub()

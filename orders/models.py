@@ -18,6 +18,7 @@ from worker.shared import (
     SERVICES,
     STEP_LABELS,
     STEP_PENDING,
+    STEP_RETRYING,
     STEP_STATES,
     STEPS,
     workflow_id_for,
@@ -139,6 +140,15 @@ class OrderStep(models.Model):
     @property
     def label(self) -> str:
         return STEP_LABELS[self.name]
+
+    @property
+    def current_attempt(self) -> int:
+        """The attempt running or coming next, as the page shows it (and Temporal counts).
+
+        The record keeps the last attempt made: a retrying step has seen attempt n fail,
+        so the attempt the page announces is n + 1.
+        """
+        return self.attempts + 1 if self.state == STEP_RETRYING else self.attempts
 
 
 class ServiceSwitch(models.Model):

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
 
-from orders.audit import OrderAudit, audit_order
+from orders.audit import OrderAudit, OrderEffects, audit_order
 from orders.models import Order, OrderStep, ServiceCall
 from orders.temporal import (
     TemporalUnavailable,
@@ -25,6 +26,7 @@ from orders.temporal import (
 )
 from worker.shared import (
     RETRY_TABLE,
+    STEP_FAILED,
     STEP_LABELS,
     STEP_RETRYING,
     STEP_RUNNING,
@@ -68,42 +70,116 @@ class OrderSnapshot:
                 return step
         return None
 
+    @property
+    def watches_temporal(self) -> bool:
+        return self.source in (SOURCE_LIVE, SOURCE_NO_WORKER)
 
-def _load(
-    order_id: int, known_audit: OrderAudit | None
-) -> tuple[Order, list[OrderStep], list[ServiceCall], OrderAudit] | None:
-    order = Order.objects.select_related("product").filter(pk=order_id).first()
-    if order is None:
-        return None
-    # The audit is most of the queries; in flight, the caller's recent one will do.
-    fresh = known_audit is None or order.is_final or order.is_lost
-    audit = audit_order(order) if fresh else known_audit
-    return order, list(order.steps.all()), list(order.calls.order_by("id")), audit
+    @property
+    def awaits_schedule(self) -> bool:
+        """A retry the database announced that Temporal has not yet been seen to schedule."""
+        return self.watches_temporal and any(
+            step.state == STEP_RETRYING and step.next_retry_at is None for step in self.steps
+        )
+
+    @property
+    def compensating(self) -> bool:
+        """A step failed for good: the workflow is undoing the others (only it knows how far)."""
+        return self.watches_temporal and any(step.state == STEP_FAILED for step in self.steps)
 
 
-async def build_snapshot(
-    order_id: int,
-    *,
-    worker_up: bool = True,
-    ask_workflow: bool = True,
-    known_progress: OrderProgress | None = None,
-    known_audit: OrderAudit | None = None,
-) -> OrderSnapshot | None:
-    """None when the order does not exist.
+@dataclass
+class OrderRecord:
+    """What the database holds about one order, loaded together."""
 
-    The query costs a workflow task on a busy worker, so a caller refreshing often may
-    pass `ask_workflow=False` with the progress it got last time; describe and the
-    database (both cheap) are always read afresh.
+    order: Order
+    steps: list[OrderStep]
+    calls: list[ServiceCall]
+    audit: OrderAudit
+
+    @property
+    def watches_temporal(self) -> bool:
+        """In flight on Temporal: describe and the query have something to add."""
+        order = self.order
+        return (
+            order.engine == Order.TEMPORAL
+            and bool(order.workflow_id)
+            and not (order.is_final or order.is_lost)
+        )
+
+
+def load_orders(order_ids: Iterable[int]) -> dict[int, OrderRecord]:
+    """Everything a snapshot needs from the database, for many orders in seven queries.
+
+    Grouped by hand rather than with prefetch_related, which builds a queryset per order
+    and relation: for the hub's batches that bookkeeping cost more than the queries.
     """
-    # Not thread-sensitive: many orders' snapshots load side by side, not in one queue.
-    loaded = await sync_to_async(_load, thread_sensitive=False)(
-        order_id, None if ask_workflow else known_audit
-    )
-    if loaded is None:
-        return None
-    order, db_steps, calls, audit = loaded
-    progress: OrderProgress | None = None if ask_workflow else known_progress
-    state: WorkflowState | None = None
+    orders = {
+        o.pk: o for o in Order.objects.filter(pk__in=list(order_ids)).select_related("product")
+    }
+    ids = list(orders)
+    steps: dict[int, list[OrderStep]] = {pk: [] for pk in ids}
+    for step in OrderStep.objects.filter(order_id__in=ids).order_by("order_id", "position"):
+        steps[step.order_id].append(step)
+    calls: dict[int, list[ServiceCall]] = {pk: [] for pk in ids}
+    for call in ServiceCall.objects.filter(order_id__in=ids).order_by("id"):
+        calls[call.order_id].append(call)
+    effects = OrderEffects.of_orders(ids)
+    return {
+        pk: OrderRecord(
+            order=order,
+            steps=steps[pk],
+            calls=calls[pk],
+            audit=audit_order(order, calls[pk], effects[pk]),
+        )
+        for pk, order in orders.items()
+    }
+
+
+@dataclass
+class TemporalView:
+    """What Temporal said about one workflow the last time it was asked."""
+
+    state: WorkflowState | None = None  # describe; None when Temporal has no such workflow
+    progress: OrderProgress | None = None  # the workflow's query answer
+    reachable: bool = True
+    answered: bool = True  # the last query found a worker to answer it
+
+
+async def ask_temporal(
+    workflow_id: str,
+    *,
+    worker_up: bool,
+    query: bool = True,
+    previous: TemporalView | None = None,
+) -> TemporalView:
+    """Describe the workflow and, when asked to and a worker polls, query it.
+
+    Without a query the previous answer is kept: the query costs a workflow task on a
+    busy worker, describe only a read on the server.
+    """
+    previous = previous or TemporalView()
+    query = query and worker_up
+    try:
+        state, queried = await asyncio.gather(
+            describe_order(workflow_id),
+            query_progress(workflow_id) if query else _nothing(),
+        )
+    except TemporalUnavailable:
+        return TemporalView(previous.state, previous.progress, reachable=False)
+    if not query:
+        return TemporalView(state, previous.progress, answered=previous.answered)
+    return TemporalView(state, queried or previous.progress, answered=queried is not None)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def snapshot_of(
+    record: OrderRecord, temporal: TemporalView | None, *, worker_up: bool
+) -> OrderSnapshot:
+    """Merge the database with what Temporal said (if it was asked) into one picture."""
+    order = record.order
     if order.is_final or order.is_lost:
         source = SOURCE_FINAL
     elif order.engine == Order.PLAIN:
@@ -112,27 +188,35 @@ async def build_snapshot(
         source = SOURCE_LIVE
     else:  # not started yet (database only), or could not be started (nothing to watch)
         source = SOURCE_FINAL if order.start_error else SOURCE_PLAIN
-    if source == SOURCE_LIVE:
-        try:
-            # A query waits for a worker; skip it when none is polling.
-            state, queried = await asyncio.gather(
-                describe_order(order.workflow_id),
-                query_progress(order.workflow_id) if worker_up and ask_workflow else _nothing(),
-            )
-        except TemporalUnavailable:
-            source = SOURCE_NO_TEMPORAL
-        else:
-            progress = queried if ask_workflow else progress
-            if not worker_up or (ask_workflow and queried is None):
-                source = SOURCE_NO_WORKER
-    steps = [_merge(step, progress, state) for step in db_steps]
+    if source != SOURCE_LIVE:
+        temporal = None  # closed or not on Temporal: the database has the last word
+    elif temporal is not None and not temporal.reachable:
+        source = SOURCE_NO_TEMPORAL
+    elif not worker_up or (temporal is not None and not temporal.answered):
+        source = SOURCE_NO_WORKER
+    progress = temporal.progress if temporal else None
+    state = temporal.state if temporal else None
     return OrderSnapshot(
-        order=order, steps=steps, source=source, calls=calls, audit=audit, progress=progress
+        order=order,
+        steps=[_merge(step, progress, state) for step in record.steps],
+        source=source,
+        calls=record.calls,
+        audit=record.audit,
+        progress=progress,
     )
 
 
-async def _nothing() -> None:
-    return None
+async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnapshot | None:
+    """One order, now: the database and Temporal asked afresh. None when it does not exist."""
+    # Not thread-sensitive: many orders' snapshots load side by side, not in one queue.
+    records = await sync_to_async(load_orders, thread_sensitive=False)([order_id])
+    record = records.get(order_id)
+    if record is None:
+        return None
+    temporal = None
+    if record.watches_temporal:
+        temporal = await ask_temporal(record.order.workflow_id, worker_up=worker_up)
+    return snapshot_of(record, temporal, worker_up=worker_up)
 
 
 def _merge(
@@ -143,7 +227,7 @@ def _merge(
         name=db_step.name,
         label=STEP_LABELS[db_step.name],
         state=db_step.state,
-        attempts=db_step.attempts,
+        attempts=db_step.current_attempt,
         max_attempts=policy.maximum_attempts,
         last_error=db_step.last_error,
         result=db_step.result,
@@ -160,13 +244,15 @@ def _merge(
             if queried.error:
                 view.last_error = queried.error
     pending = next((p for p in state.pending if p.step == db_step.name), None) if state else None
-    # The attempt writes the database before Temporal hears it finished: an attempt the
-    # database already closed is not "running" any more, whatever describe still says.
+    # Each attempt writes the database before Temporal hears how it ended, so describe
+    # can lag behind. It is newer only about an attempt the database never saw end (a
+    # later one: a timeout the worker could not report), or about the retry the database
+    # announced, which only Temporal can schedule.
     if pending is not None and (
         pending.attempt > view.attempts
-        or (pending.attempt == view.attempts and view.state == STEP_RUNNING)
+        or (pending.attempt == view.attempts and view.state == STEP_RETRYING)
     ):
-        view.attempts = max(view.attempts, pending.attempt)
+        view.attempts = pending.attempt
         view.last_error = pending.last_failure or view.last_error
         if pending.next_attempt_at is not None:
             view.state = STEP_RETRYING

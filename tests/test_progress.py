@@ -1,0 +1,166 @@
+"""Merging the database with what Temporal said: which source wins for each step.
+
+The activity writes each attempt's end to the database a moment before Temporal hears of
+it, so describe can lag behind; these pin down that the page never steps backwards.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.template.loader import render_to_string
+
+from orders.models import Order, OrderStep, ServiceCall
+from orders.placement import create_order
+from orders.progress import (
+    SOURCE_LIVE,
+    SOURCE_NO_TEMPORAL,
+    TemporalView,
+    load_orders,
+    snapshot_of,
+)
+from orders.temporal import PendingAttempt, WorkflowState
+from worker.shared import STEP_COMPLETED, STEP_RETRYING, STEP_RUNNING
+
+NEXT_TRY = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def order(catalogue) -> Order:
+    order = create_order(
+        {
+            "product": catalogue["KB-01"],
+            "quantity": 1,
+            "customer_name": "Grace Hopper",
+            "email": "grace@example.com",
+            "address": "1 Harbor Road",
+        }
+    )
+    order.workflow_id = order.expected_workflow_id
+    order.status = "running"
+    order.save()
+    return order
+
+
+def record_inventory(order: Order, state: str, attempts: int, error: str = "") -> None:
+    OrderStep.objects.filter(order=order, name="inventory").update(
+        state=state, attempts=attempts, last_error=error
+    )
+
+
+def describe(attempt: int, *, running: bool, next_at: datetime | None = None, failure: str = ""):
+    pending = PendingAttempt(
+        step="inventory",
+        attempt=attempt,
+        maximum_attempts=6,
+        last_failure=failure,
+        next_attempt_at=next_at,
+        running=running,
+    )
+    return TemporalView(state=WorkflowState(status="RUNNING", pending=[pending]))
+
+
+def inventory(order: Order, temporal: TemporalView | None):
+    snapshot = snapshot_of(load_orders([order.pk])[order.pk], temporal, worker_up=True)
+    return snapshot, next(step for step in snapshot.steps if step.name == "inventory")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_attempt_shows_the_next_one_before_temporal_hears_of_it(order):
+    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    # Describe still shows attempt 1 running: Temporal has not heard it failed.
+    snapshot, step = inventory(order, describe(1, running=True))
+    assert (step.state, step.attempts) == (STEP_RETRYING, 2)
+    assert step.last_error == "Inventory Service Unavailable"
+    assert step.next_retry_at is None
+    assert snapshot.awaits_schedule  # the hub asks Temporal again for the schedule
+    html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
+    assert 'data-step="inventory" data-state="retrying" data-attempt="2"' in html
+    assert "as soon as Temporal schedules it" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_temporal_schedule_fills_in_the_countdown(order):
+    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    snapshot, step = inventory(order, describe(2, running=False, next_at=NEXT_TRY, failure="x"))
+    assert (step.state, step.attempts, step.next_retry_at) == (STEP_RETRYING, 2, NEXT_TRY)
+    assert step.last_error == "x"
+    assert not snapshot.awaits_schedule
+    html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
+    assert f'data-next-retry="{NEXT_TRY.isoformat()}"' in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_started_attempt_is_not_sent_back_to_waiting_by_a_stale_describe(order):
+    record_inventory(order, STEP_RUNNING, 2, "Inventory Service Unavailable")
+    _, step = inventory(order, describe(2, running=False, next_at=NEXT_TRY))
+    assert (step.state, step.attempts, step.next_retry_at) == (STEP_RUNNING, 2, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_timeout_the_worker_never_reported_comes_from_describe(order):
+    record_inventory(order, STEP_RUNNING, 1)
+    timeout = "activity StartToClose timeout"
+    _, step = inventory(order, describe(2, running=False, next_at=NEXT_TRY, failure=timeout))
+    assert (step.state, step.attempts, step.last_error) == (STEP_RETRYING, 2, timeout)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_completed_step_ignores_describe(order):
+    record_inventory(order, STEP_COMPLETED, 3)
+    _, step = inventory(order, describe(3, running=True))
+    assert (step.state, step.attempts) == (STEP_COMPLETED, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_alone_when_temporal_is_unreachable(order):
+    record_inventory(order, STEP_RETRYING, 2, "Inventory Service Unavailable")
+    snapshot, step = inventory(order, TemporalView(reachable=False))
+    assert snapshot.source == SOURCE_NO_TEMPORAL
+    assert (step.state, step.attempts) == (STEP_RETRYING, 3)
+    assert not snapshot.awaits_schedule  # nobody to ask until the periodic round
+    html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
+    assert "unknown while Temporal is unreachable" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_order_list_announces_the_same_attempt_as_the_order_page(order, client):
+    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    html = client.get("/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-step="inventory" data-state="retrying" data-attempt="2"' in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_loading_many_orders_costs_the_same_queries_as_one(
+    order, catalogue, django_assert_num_queries
+):
+    others = [
+        create_order(
+            {
+                "product": catalogue["KB-01"],
+                "quantity": 1,
+                "customer_name": f"Customer {n}",
+                "email": f"c{n}@example.com",
+                "address": "2 Harbor Road",
+            }
+        )
+        for n in range(9)
+    ]
+    for other in [order, *others]:
+        ServiceCall.objects.create(
+            order=other,
+            service="inventory",
+            operation="reserve",
+            attempt=1,
+            outcome=ServiceCall.OK,
+            idempotency_key=f"k-{other.pk}",
+        )
+    with django_assert_num_queries(7):
+        one = load_orders([order.pk])
+    with django_assert_num_queries(7):
+        many = load_orders([order.pk, *(o.pk for o in others)])
+    assert len(one) == 1 and len(many) == 10
+    assert [c.service for c in many[order.pk].calls] == ["inventory"]
+    assert many[order.pk].audit.services[0].line.startswith("inventory: 1 attempt")
+    assert snapshot_of(one[order.pk], None, worker_up=True).source == SOURCE_LIVE
