@@ -1052,7 +1052,7 @@ def notes(latency: dict, scale: dict, ok: dict[str, bool]) -> list[str]:
 
 # Written from this script's figures and a one-off sampling profile of daphne during the
 # 500-socket burst (py-spy, not part of this script). Update it with DIAGNOSIS_COMMIT.
-DIAGNOSIS_COMMIT = "HEAD"
+DIAGNOSIS_COMMIT = "7a70b3b"
 DIAGNOSIS = [
     "Where a push's time goes, from a sampling profile of daphne during the 500-socket"
     " burst (py-spy, 200 Hz, 25 s, run by hand), and what was changed because of it:",
@@ -1077,10 +1077,15 @@ DIAGNOSIS = [
     "- Periodic work (describe and query every `ORDER_REFRESH_S`, more slowly with many"
     " orders) is spread over the ticks instead of falling due for every order at once.",
     "",
-    "What is left: on two cores the worker (SQLite writes from 32 activity threads, whose"
-    " lock waits reach 100 ms and more in the burst) and Temporal take most of the CPU;"
-    " the rebuild thread's wall time is about 2.5 times its CPU time. The largest remaining"
-    " cost inside daphne is template rendering of the timeline.",
+    "What is left: on two cores the worker and Temporal take most of the CPU, and the"
+    " rebuild thread's wall time is about 2.5 times its CPU time. In the worker, SQLite"
+    " writes from 32 activity threads wait for the write lock (p95 about 150 ms in the"
+    " burst, a few waits over a second: SQLite's busy handler sleeps between tries), and"
+    " that wait is part of every figure here. Merging an attempt's writes into one"
+    " transaction made it worse, not better: the lock is then held across the threads'"
+    " turns at the GIL, and some attempts outlived their 2 s heartbeat timeout. PostgreSQL"
+    " (production) has neither problem. The largest remaining cost inside daphne is"
+    " template rendering of the timeline.",
 ]
 
 

@@ -164,3 +164,15 @@ def test_loading_many_orders_costs_the_same_queries_as_one(
     assert [c.service for c in many[order.pk].calls] == ["inventory"]
     assert many[order.pk].audit.services[0].line.startswith("inventory: 1 attempt")
     assert snapshot_of(one[order.pk], None, worker_up=True).source == SOURCE_LIVE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_due_while_no_worker_polls_says_it_waits_for_one(order):
+    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    snapshot = snapshot_of(
+        load_orders([order.pk])[order.pk], describe(2, running=False), worker_up=False
+    )
+    step = next(step for step in snapshot.steps if step.name == "inventory")
+    assert (step.state, step.attempts, step.next_retry_at) == (STEP_RETRYING, 2, None)
+    html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
+    assert "next try <span class=\"countdown\">when a worker is back</span>" in html
