@@ -82,9 +82,9 @@ class OrderConsumer(LiveConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         # Join first, snapshot second: an update pushed in between is then not missed.
-        self.order_id = order_id
         await self.join(STATUS_GROUP, order_group(order_id))
         hub.watch_order(order_id)
+        self.order_id = order_id  # from here on, disconnecting unwatches it
         # Watched already: the fragment its watchers last got is the full snapshot, and
         # anything newer reaches this socket through the group. Newly watched: the hub's
         # next tick builds it and sends it to the group, this socket included.

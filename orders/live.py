@@ -111,15 +111,21 @@ def _load_and_render(
     temporal: dict[int, TemporalView | None],
     worker: str,
     ledger_caches: dict[int, dict],
-) -> dict[int, tuple[OrderSnapshot, str]]:
-    """Snapshot and fragment per order; no fragment ("") for an order in flight on
-    Temporal that has not been asked yet, so nobody sees a half picture first."""
+) -> dict[int, tuple[OrderSnapshot, str] | None]:
+    """Snapshot and fragment per order (None when it failed). No fragment ("") for an
+    order in flight on Temporal not asked yet, so nobody sees a half picture first."""
     worker_up = worker == WORKER_UP
-    built = {}
+    built: dict[int, tuple[OrderSnapshot, str] | None] = {}
     for pk, record in load_orders(order_ids).items():
-        snapshot = snapshot_of(record, temporal.get(pk), worker_up=worker_up)
-        asked = temporal.get(pk) is not None or not snapshot.watches_temporal
-        html = render_order(snapshot, worker, ledger_caches[pk]) if asked else ""
+        try:
+            snapshot = snapshot_of(record, temporal.get(pk), worker_up=worker_up)
+            asked = temporal.get(pk) is not None or not snapshot.asks_temporal
+            html = render_order(snapshot, worker, ledger_caches[pk]) if asked else ""
+        except Exception:
+            # One order that cannot be shown must not hold back the rest of the batch.
+            log.exception("Rendering order %s failed; it is tried again when it changes", pk)
+            built[pk] = None
+            continue
         built[pk] = (snapshot, html)
     return built
 
@@ -267,7 +273,13 @@ class Hub:
         for pk in due:
             self.orders[pk].reload, self.orders[pk].reloaded_at = False, now
         if due:
-            await self._rebuild(list(dict.fromkeys(due)))
+            try:
+                await self._rebuild(list(dict.fromkeys(due)))
+            except Exception:
+                for pk in due:  # nothing was shown: try again on the next tick
+                    if pk in self.orders:
+                        self.orders[pk].reload = True
+                raise
         open_ids = [pk for pk in open_ids if pk in self.orders]
         asking = [pk for pk in open_ids if self._may_ask(pk)]
         urgent = [
@@ -302,11 +314,13 @@ class Hub:
             watch = self.orders.get(pk)
             if watch is None:
                 continue
-            snapshot, html = built.get(pk, (None, ""))
-            if snapshot is None:  # deleted meanwhile
+            if pk not in built:  # deleted meanwhile
                 watch.closed = True
                 continue
-            watch.workflow_id = snapshot.order.workflow_id if snapshot.watches_temporal else ""
+            if (entry := built[pk]) is None:  # could not be rendered (logged)
+                continue
+            snapshot, html = entry
+            watch.workflow_id = snapshot.order.workflow_id if snapshot.asks_temporal else ""
             watch.compensating = snapshot.compensating
             if not snapshot.awaits_schedule:
                 # After a change during compensation, one query shows how far the saga got.
@@ -314,8 +328,8 @@ class Hub:
             if not html:  # in flight on Temporal and not asked yet: wait for its answer
                 continue
             if html != watch.last_html:
-                watch.last_html = html
                 await layer.group_send(order_group(pk), {"type": "send.html", "html": html})
+                watch.last_html = html  # only once sent: a failed send is tried again
             watch.closed = snapshot.source == SOURCE_FINAL  # never polled again
 
     async def _ask(
@@ -324,14 +338,15 @@ class Hub:
         loop = asyncio.get_running_loop()
         try:
             async with limit:
-                worker_up = self.worker == WORKER_UP
                 heard = await ask_temporal(
-                    watch.workflow_id, worker_up=worker_up, query=query, previous=watch.temporal
+                    watch.workflow_id,
+                    worker_up=self.worker == WORKER_UP,
+                    query=query,
+                    previous=watch.temporal,
                 )
-            self.temporal_calls += 2 if query and worker_up else 1
-            watch.asked_at = loop.time()
-            if query:
-                watch.queried_at = watch.asked_at
+            self.temporal_calls += 2 if heard.queried else 1
+            if heard.queried:
+                watch.queried_at = loop.time()
             if not heard.reachable:
                 watch.confirm = 0  # no point asking again before the periodic round
             if heard != watch.temporal:
@@ -342,6 +357,8 @@ class Hub:
             if watch.temporal is None:  # render what the database knows meanwhile
                 watch.temporal, watch.reload = TemporalView(reachable=False), True
         finally:
+            # Failed or not, the next periodic round decides when to ask again.
+            watch.asked_at = loop.time()
             watch.asking = False
 
     # Board and status ----------------------------------------------------------------
@@ -379,6 +396,10 @@ class Hub:
             self.worker = worker
             for watch in self.orders.values():
                 watch.reload = True  # the order pages say whether a worker answers
+                if worker == WORKER_UP:
+                    # Queries failed or were skipped while it was away: ask again now.
+                    watch.queried_at = -math.inf
+                    watch.confirm = max(watch.confirm, 1)
         return self.worker
 
     async def current_worker(self) -> str:

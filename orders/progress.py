@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,8 @@ from worker.shared import (
     STEP_RUNNING,
     OrderProgress,
 )
+
+log = logging.getLogger(__name__)
 
 # Where the page's picture came from, in words the page can show.
 SOURCE_LIVE = "live"
@@ -72,7 +75,13 @@ class OrderSnapshot:
 
     @property
     def watches_temporal(self) -> bool:
+        """Temporal answered and its answer is part of this picture."""
         return self.source in (SOURCE_LIVE, SOURCE_NO_WORKER)
+
+    @property
+    def asks_temporal(self) -> bool:
+        """Temporal should keep being asked, whether or not it answered last time."""
+        return in_flight_on_temporal(self.order)
 
     @property
     def awaits_schedule(self) -> bool:
@@ -98,13 +107,16 @@ class OrderRecord:
 
     @property
     def watches_temporal(self) -> bool:
-        """In flight on Temporal: describe and the query have something to add."""
-        order = self.order
-        return (
-            order.engine == Order.TEMPORAL
-            and bool(order.workflow_id)
-            and not (order.is_final or order.is_lost)
-        )
+        return in_flight_on_temporal(self.order)
+
+
+def in_flight_on_temporal(order: Order) -> bool:
+    """Describe and the query have something to add, reachable or not right now."""
+    return (
+        order.engine == Order.TEMPORAL
+        and bool(order.workflow_id)
+        and not (order.is_final or order.is_lost)
+    )
 
 
 def load_orders(order_ids: Iterable[int]) -> dict[int, OrderRecord]:
@@ -143,6 +155,7 @@ class TemporalView:
     progress: OrderProgress | None = None  # the workflow's query answer
     reachable: bool = True
     answered: bool = True  # the last query found a worker to answer it
+    queried: bool = field(default=False, compare=False)  # this answer has a fresh query
 
 
 async def ask_temporal(
@@ -159,16 +172,26 @@ async def ask_temporal(
     """
     previous = previous or TemporalView()
     query = query and worker_up
-    try:
-        state, queried = await asyncio.gather(
-            describe_order(workflow_id),
-            query_progress(workflow_id) if query else _nothing(),
-        )
-    except TemporalUnavailable:
-        return TemporalView(previous.state, previous.progress, reachable=False)
+    described, queried = await asyncio.gather(
+        describe_order(workflow_id),
+        query_progress(workflow_id) if query else _nothing(),
+        return_exceptions=True,
+    )
+    if isinstance(described, TemporalUnavailable):
+        # What describe said before may be out of date by now: keep only the workflow's
+        # own view of its steps, which never goes backwards.
+        return TemporalView(None, previous.progress, reachable=False)
+    if isinstance(described, BaseException):
+        raise described
+    if isinstance(queried, BaseException):
+        # Describe still counts; the query is tried again on the next round.
+        log.error("Querying %s failed", workflow_id, exc_info=queried)
+        return TemporalView(described, previous.progress, answered=previous.answered)
     if not query:
-        return TemporalView(state, previous.progress, answered=previous.answered)
-    return TemporalView(state, queried or previous.progress, answered=queried is not None)
+        return TemporalView(described, previous.progress, answered=previous.answered)
+    return TemporalView(
+        described, queried or previous.progress, answered=queried is not None, queried=True
+    )
 
 
 async def _nothing() -> None:
@@ -243,6 +266,8 @@ def _merge(
             view.result = queried.result or view.result
             if queried.error:
                 view.last_error = queried.error
+            if view.state != STEP_RETRYING:  # no next attempt is coming after all
+                view.attempts = db_step.attempts
     pending = next((p for p in state.pending if p.step == db_step.name), None) if state else None
     # Each attempt writes the database before Temporal hears how it ended, so describe
     # can lag behind. It is newer only about an attempt the database never saw end (a

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from orders import live
 from orders.live import Hub
+from orders.models import Order, OrderStep
+from orders.placement import create_order
+from orders.progress import TemporalView
+from orders.temporal import WORKER_UP
+from worker.activities import finish_order
+from worker.shared import FinishRequest
 
 
 @pytest.mark.django_db(transaction=True)
@@ -24,3 +33,86 @@ async def test_a_watcher_leaving_during_a_tick_does_not_break_the_loop(monkeypat
     await hub._tick(asyncio.get_running_loop().time(), asyncio.Semaphore(1))
     assert list(hub.orders) == [2]
     assert hub.orders[2].closed  # no such order in the database: nothing left to poll
+
+
+@pytest.fixture
+def running_order(catalogue) -> Order:
+    order = create_order(
+        {
+            "product": catalogue["KB-01"],
+            "quantity": 1,
+            "customer_name": "Margaret Hamilton",
+            "email": "margaret@example.com",
+            "address": "11 Apollo Way",
+        }
+    )
+    order.workflow_id, order.status = order.expected_workflow_id, "running"
+    order.save()
+    return order
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_order_keeps_being_asked_after_temporal_was_unreachable(running_order):
+    hub = Hub()
+    pk = running_order.pk
+    hub.orders = {pk: live.OrderWatch(watchers=1, temporal=TemporalView(reachable=False))}
+    await hub._rebuild([pk])
+    watch = hub.orders[pk]
+    assert "Temporal is not reachable" in watch.last_html
+    assert watch.workflow_id == running_order.workflow_id  # the periodic round asks again
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_worker_coming_back_is_queried_at_once(monkeypatch):
+    hub = Hub(worker="down")
+    hub.orders = {1: live.OrderWatch(watchers=1, queried_at=100.0)}
+
+    async def worker_is_back() -> str:
+        return WORKER_UP
+
+    monkeypatch.setattr(live, "worker_status", worker_is_back)
+    assert await hub.refresh_worker() == WORKER_UP
+    watch = hub.orders[1]
+    assert watch.queried_at == -math.inf and watch.confirm >= 1 and watch.reload
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_failing_ask_waits_for_the_next_round(monkeypatch):
+    async def broken(*args: object, **kwargs: object) -> TemporalView:
+        raise RuntimeError("unexpected answer")
+
+    monkeypatch.setattr(live, "ask_temporal", broken)
+    hub = Hub()
+    watch = live.OrderWatch(watchers=1, workflow_id="order-1", asking=True)
+    hub.orders = {1: watch}
+    await hub._ask(1, watch, asyncio.Semaphore(1), query=True)
+    assert watch.asked_at > -math.inf and not watch.asking  # not asked again every tick
+    assert watch.temporal == TemporalView(reachable=False) and watch.reload
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_orders_whose_update_could_not_be_sent_are_sent_again(running_order, monkeypatch):
+    class BrokenLayer:
+        async def group_send(self, group: str, message: dict) -> None:
+            raise ConnectionError("channel layer away")
+
+    monkeypatch.setattr(live, "get_channel_layer", BrokenLayer)
+    hub = Hub()
+    pk = running_order.pk
+    hub.orders = {pk: live.OrderWatch(watchers=1, temporal=TemporalView(reachable=False))}
+    with pytest.raises(ConnectionError):
+        await hub._tick(asyncio.get_running_loop().time(), asyncio.Semaphore(1))
+    assert hub.orders[pk].last_html == "" and hub.orders[pk].reload
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finishing_an_order_writes_its_steps_before_its_final_status(running_order):
+    request = FinishRequest(
+        order_id=running_order.pk, status="failed", step_states={"inventory": "compensated"}
+    )
+    with CaptureQueriesContext(connection) as queries:
+        finish_order(request)
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    # The dashboard stops watching an order once its status is final.
+    assert updates[-1].startswith('UPDATE "orders_order"'), updates
+    assert OrderStep.objects.get(order=running_order, name="inventory").state == "compensated"

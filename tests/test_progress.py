@@ -175,4 +175,4 @@ def test_a_retry_due_while_no_worker_polls_says_it_waits_for_one(order):
     step = next(step for step in snapshot.steps if step.name == "inventory")
     assert (step.state, step.attempts, step.next_retry_at) == (STEP_RETRYING, 2, None)
     html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
-    assert "next try <span class=\"countdown\">when a worker is back</span>" in html
+    assert 'next try <span class="countdown">when a worker is back</span>' in html

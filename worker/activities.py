@@ -202,6 +202,10 @@ def cancel_shipping(request: StepRequest) -> StepResult:
 def finish_order(request: FinishRequest) -> None:
     """Write the outcome: status, references, warnings and the final state of each step."""
     with _fresh_connection():
+        # Steps first, order row last: the dashboard reads a final status as "nothing
+        # will change any more", so the steps must already say how it ended.
+        for step, state in request.step_states.items():
+            OrderStep.objects.filter(order_id=request.order_id, name=step).update(state=state)
         now = timezone.now()
         Order.objects.filter(pk=request.order_id).update(
             status=request.status,
@@ -212,8 +216,6 @@ def finish_order(request: FinishRequest) -> None:
             finished_at=now,
             updated_at=now,
         )
-        for step, state in request.step_states.items():
-            OrderStep.objects.filter(order_id=request.order_id, name=step).update(state=state)
 
 
 def _order_key(request: StepRequest) -> str:
