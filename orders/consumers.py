@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
@@ -111,6 +112,4 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
 
 
 async def _board_snapshot() -> tuple[str, str]:
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(render_board)()
+    return await database_sync_to_async(render_board)()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db.models import Max
 from django.template.loader import render_to_string
@@ -200,6 +200,7 @@ class Hub:
     status: Watch | None = None
     worker: str = "down"
     worker_checked_at: float = -math.inf
+    ticked_at: float = -math.inf
     temporal_calls: int = 0  # counted for the fan-out benchmark
 
     # Orders -------------------------------------------------------------------------
@@ -248,12 +249,18 @@ class Hub:
         open_ids = [pk for pk, watch in self.orders.items() if not watch.closed]
         if not open_ids:
             return
-        signatures = await sync_to_async(_order_signatures, thread_sensitive=False)(open_ids)
+        # database_sync_to_async (here and below) closes the thread's connection when it
+        # is stale, as Django does after a request: a restarted database is reconnected to.
+        read_signatures = database_sync_to_async(_order_signatures, thread_sensitive=False)
+        signatures = await read_signatures(open_ids)
         open_ids = [pk for pk in open_ids if pk in self.orders]  # some left while we waited
         every = self.refresh_every()
         # Periodic work is spread over the ticks of a round: orders watched together
         # would otherwise all fall due on the same tick, and that tick would be slow.
-        periodic_quota = math.ceil(len(open_ids) * ORDER_POLL_S / every)
+        # A busy tick takes longer than ORDER_POLL_S, so the share follows the clock.
+        since_last = min(max(now - self.ticked_at, ORDER_POLL_S), every)
+        self.ticked_at = now
+        periodic_quota = math.ceil(len(open_ids) * since_last / every)
         due = []
         for pk in open_ids:
             watch = self.orders[pk]
@@ -306,7 +313,7 @@ class Hub:
         temporal = {pk: self.orders[pk].temporal for pk in order_ids}
         ledger_caches = {pk: self.orders[pk].ledger_cache for pk in order_ids}
         # One hop to a thread for the whole batch: loading and rendering are sync work.
-        built = await sync_to_async(_load_and_render, thread_sensitive=False)(
+        built = await database_sync_to_async(_load_and_render, thread_sensitive=False)(
             order_ids, temporal, worker, ledger_caches
         )
         layer = get_channel_layer()
@@ -431,10 +438,10 @@ class Hub:
         last_fragments: tuple[str, str] = ("", "")
         while True:
             try:
-                signature = await sync_to_async(_board_signature)()
+                signature = await database_sync_to_async(_board_signature)()
                 if signature != last_signature:
                     last_signature = signature
-                    fragments = await sync_to_async(render_board)()
+                    fragments = await database_sync_to_async(render_board)()
                     for old, new in zip(last_fragments, fragments, strict=True):
                         if old != new:
                             await layer.group_send(BOARD_GROUP, {"type": "send.html", "html": new})

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from orders.audit import OrderAudit, OrderEffects, audit_order
 from orders.models import Order, OrderStep, ServiceCall
@@ -232,7 +232,9 @@ def snapshot_of(
 async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnapshot | None:
     """One order, now: the database and Temporal asked afresh. None when it does not exist."""
     # Not thread-sensitive: many orders' snapshots load side by side, not in one queue.
-    records = await sync_to_async(load_orders, thread_sensitive=False)([order_id])
+    # (database_sync_to_async: that thread's connection is closed when stale, as Django
+    # does after a request, so a restarted database is reconnected to.)
+    records = await database_sync_to_async(load_orders, thread_sensitive=False)([order_id])
     record = records.get(order_id)
     if record is None:
         return None

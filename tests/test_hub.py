@@ -6,6 +6,7 @@ import asyncio
 import math
 
 import pytest
+from channels import db as channels_db
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -116,3 +117,47 @@ def test_finishing_an_order_writes_its_steps_before_its_final_status(running_ord
     # The dashboard stops watching an order once its status is final.
     assert updates[-1].startswith('UPDATE "orders_order"'), updates
     assert OrderStep.objects.get(order=running_order, name="inventory").state == "compensated"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_hub_closes_stale_database_connections_like_a_request_does(
+    running_order, monkeypatch
+):
+    closed = 0
+    close = channels_db.close_old_connections
+
+    def counting_close() -> None:
+        nonlocal closed
+        closed += 1
+        close()
+
+    monkeypatch.setattr(channels_db, "close_old_connections", counting_close)
+    hub = Hub()
+    hub.orders = {running_order.pk: live.OrderWatch(watchers=1, temporal=TemporalView())}
+    await hub._tick(asyncio.get_running_loop().time(), asyncio.Semaphore(1))
+    assert closed >= 4  # before and after each hop: the signatures, then the rebuild
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_periodic_asks_keep_pace_when_ticks_run_long(monkeypatch):
+    asked = []
+
+    async def answer(workflow_id: str, **kwargs: object) -> TemporalView:
+        asked.append(workflow_id)
+        return TemporalView()
+
+    monkeypatch.setattr(live, "ask_temporal", answer)
+    hub = Hub()
+    hub.orders = {
+        pk: live.OrderWatch(
+            watchers=1, workflow_id=f"order-{pk}", temporal=TemporalView(), reload=False
+        )
+        for pk in range(1, 101)
+    }
+    every = hub.refresh_every()  # 8 s for 100 watched orders
+    now = asyncio.get_running_loop().time()
+    hub.ticked_at = now - 2.0  # the previous tick took two seconds
+    await hub._tick(now, asyncio.Semaphore(100))
+    await asyncio.gather(*hub._asks)
+    # A quarter of the round went by, so a quarter of the orders are due, not one.
+    assert len(asked) == math.ceil(100 * 2.0 / every) == 25
