@@ -1052,7 +1052,7 @@ def notes(latency: dict, scale: dict, ok: dict[str, bool]) -> list[str]:
 
 # Written from this script's figures and a one-off sampling profile of daphne during the
 # 500-socket burst (py-spy, not part of this script). Update it with DIAGNOSIS_COMMIT.
-DIAGNOSIS_COMMIT = "7a70b3b"
+DIAGNOSIS_COMMIT = "015d4eb"
 DIAGNOSIS = [
     "Where a push's time goes, from a sampling profile of daphne during the 500-socket"
     " burst (py-spy, 200 Hz, 25 s, run by hand), and what was changed because of it:",
