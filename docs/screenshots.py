@@ -233,7 +233,7 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     expect(live_row).to_have_attribute("data-order-status", "running")
     live_shipping = live_row.locator('[data-step="shipping"]')
     expect(live_shipping).to_have_attribute("data-state", "retrying")
-    expect(live_shipping).to_have_attribute("data-attempt", "3")
+    expect(live_shipping).to_have_attribute("data-attempt", "4")  # the attempt coming next
     expect(shipping_switch).to_have_attribute("data-mode", "flaky")
     shoot(dashboard, "dashboard.png", full_page=True)
     expect(row(order_page, retrying)).to_have_attribute("data-order-status", "completed")
