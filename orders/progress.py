@@ -42,6 +42,8 @@ SOURCE_NO_WORKER = "no_worker"
 SOURCE_NO_TEMPORAL = "no_temporal"
 SOURCE_FINAL = "final"
 SOURCE_PLAIN = "plain"  # the plain script: the database is all there is
+# Temporal closed the workflow (terminated, timed out …) before it finished the order.
+SOURCE_ENDED = "ended"
 
 
 @dataclass
@@ -65,6 +67,7 @@ class OrderSnapshot:
     calls: list[ServiceCall] = field(default_factory=list)
     audit: OrderAudit | None = None
     progress: OrderProgress | None = None
+    workflow_status: str = ""  # Temporal's word for the workflow, when it was asked
 
     @property
     def current_step(self) -> StepView | None:
@@ -215,6 +218,8 @@ def snapshot_of(
         temporal = None  # closed or not on Temporal: the database has the last word
     elif temporal is not None and not temporal.reachable:
         source = SOURCE_NO_TEMPORAL
+    elif temporal is not None and temporal.state and temporal.state.status != "RUNNING":
+        source = SOURCE_ENDED
     elif not worker_up or (temporal is not None and not temporal.answered):
         source = SOURCE_NO_WORKER
     progress = temporal.progress if temporal else None
@@ -226,6 +231,7 @@ def snapshot_of(
         calls=record.calls,
         audit=record.audit,
         progress=progress,
+        workflow_status=state.status if state else "",
     )
 
 

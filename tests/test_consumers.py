@@ -13,6 +13,7 @@ from orderdash.asgi import application
 from orders.live import hub
 from orders.models import Product, ServiceSwitch
 from orders.placement import place_order
+from orders.temporal import get_client
 from tests.conftest import set_switch
 
 HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
@@ -125,6 +126,20 @@ async def test_a_new_socket_on_a_watched_order_gets_what_the_others_last_got(
         await first.disconnect()
         if second is not None:
             await second.disconnect()
+
+
+async def test_a_workflow_terminated_in_temporal_is_reported_live(live_temporal, catalogue):
+    await sync_to_async(set_switch)("inventory", "down")
+    order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+    communicator = await connect(f"/ws/orders/{order.pk}/")
+    try:
+        await receive_until(communicator, r'data-step="inventory" data-state="retrying"')
+        client = await get_client()
+        await client.get_workflow_handle(order.workflow_id).terminate(reason="ops test")
+        ended = await receive_until(communicator, r'data-workflow-ended="true"')
+        assert "as terminated" in ended
+    finally:
+        await communicator.disconnect()
 
 
 async def test_disconnecting_the_last_watcher_stops_the_poller(live_temporal, catalogue):

@@ -14,6 +14,7 @@ from django.template.loader import render_to_string
 from orders.models import Order, OrderStep, ServiceCall
 from orders.placement import create_order
 from orders.progress import (
+    SOURCE_ENDED,
     SOURCE_LIVE,
     SOURCE_NO_TEMPORAL,
     TemporalView,
@@ -176,3 +177,15 @@ def test_a_retry_due_while_no_worker_polls_says_it_waits_for_one(order):
     assert (step.state, step.attempts, step.next_retry_at) == (STEP_RETRYING, 2, None)
     html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
     assert 'next try <span class="countdown">when a worker is back</span>' in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workflow_terminated_in_temporal_says_so_on_the_page(order):
+    record_inventory(order, STEP_RETRYING, 2, "Inventory Service Unavailable")
+    terminated = TemporalView(state=WorkflowState(status="TERMINATED", pending=[]))
+    snapshot = snapshot_of(load_orders([order.pk])[order.pk], terminated, worker_up=True)
+    assert snapshot.source == SOURCE_ENDED
+    assert not snapshot.awaits_schedule  # nothing to wait for: no retry is coming
+    html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
+    assert f"Temporal reports workflow {order.workflow_id} as terminated" in html
+    assert "as soon as Temporal schedules it" not in html
