@@ -6,9 +6,10 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from orders.models import Order, Product, ServiceSwitch
+from orders.placement import create_order, start_workflow
 from orders.temporal import get_client
 from tests.conftest import free_port
-from worker.shared import WORKFLOW_NAME, OrderInput, workflow_id_for
+from worker.shared import WORKFLOW_NAME, OrderInput
 
 GOOD_ORDER = {
     "product": "MS-02",
@@ -172,24 +173,30 @@ def test_a_workflow_id_already_taken_in_temporal_is_reported_not_adopted(
     client, live_temporal, catalogue
 ):
     # As after the dashboard's database was reset while Temporal kept its history: the
-    # next order's workflow id is already someone else's.
-    next_id = (Order.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) + 1
-    taken = workflow_id_for(next_id)
+    # new order's workflow id is already someone else's.
+    order = create_order(
+        {
+            "product": catalogue["MS-02"],
+            "quantity": 1,
+            "customer_name": "Margaret Hamilton",
+            "email": "margaret@example.com",
+            "address": "11 Apollo Street",
+        }
+    )
+    taken = order.expected_workflow_id
 
     async def start_someone_elses_workflow() -> None:
         temporal = await get_client()
         await temporal.start_workflow(
             WORKFLOW_NAME,
-            OrderInput(next_id, "MS-02", 1, 100, "Someone Else", "else@example.com", "", "x"),
+            OrderInput(order.pk, "MS-02", 1, 100, "Someone Else", "else@example.com", "", "x"),
             id=taken,
             task_queue="nobody-polls-this",  # it just sits there, running
         )
 
     async_to_sync(start_someone_elses_workflow)()
-    response = client.post("/orders/new/", GOOD_ORDER, headers={"HX-Request": "true"})
-    assert response.status_code == 200
-    order = Order.objects.get()
-    assert order.pk == next_id
+    async_to_sync(start_workflow)(order)
+    order.refresh_from_db()
     assert order.workflow_id == ""
     assert f"Temporal already runs a workflow {taken}" in order.start_error
     page = client.get(f"/orders/{order.pk}/").content.decode()
