@@ -36,7 +36,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from orderdash.loopback import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_port  # noqa: E402
+from orderdash.loopback import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    dev_server_command,
+    free_port,
+    run_manage,
+    wait_for_port,
+)
 
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "docs" / "benchmarks.md"
@@ -249,14 +256,7 @@ class Stack:
         return process
 
     def manage(self, *args: str) -> None:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_manage(self.env, *args)
         if result.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
 
@@ -299,23 +299,7 @@ def start_stack(workdir: Path) -> Stack:
         "LOG_LEVEL": "WARNING",
     }
     stack = Stack(workdir=workdir, env=env, web_port=web_port)
-    stack.spawn(
-        "temporal",
-        [
-            str(BIN / "temporal"),
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(temporal_port),
-            "--log-level",
-            "error",
-            "--dynamic-config-value",
-            'matching.longPollExpirationInterval="2s"',
-        ],
-    )
+    stack.spawn("temporal", dev_server_command(temporal_port))
     stack.manage("migrate", "--no-input", "-v0")
     stack.manage("seed_demo")
     wait_for_port(temporal_port)

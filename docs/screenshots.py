@@ -26,7 +26,14 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from orderdash.loopback import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_port  # noqa: E402
+from orderdash.loopback import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    dev_server_command,
+    free_port,
+    run_manage,
+    wait_for_port,
+)
 
 OUT = ROOT / "docs" / "screenshots"
 BIN = Path(sys.executable).parent
@@ -76,21 +83,7 @@ class Stack:
 
     def start(self) -> None:
         self.temporal = subprocess.Popen(
-            [
-                str(BIN / "temporal"),
-                "server",
-                "start-dev",
-                "--headless",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(self.temporal_port),
-                "--log-level",
-                "error",
-                # Live workers re-poll every 2 s, so a stopped one shows as down quickly.
-                "--dynamic-config-value",
-                'matching.longPollExpirationInterval="2s"',
-            ],
+            dev_server_command(self.temporal_port),
             stdout=subprocess.DEVNULL,
             stderr=self._log("temporal"),
         )
@@ -135,14 +128,7 @@ class Stack:
             log.close()
 
     def manage(self, *args: str, ok: tuple[int, ...] = (0,)) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_manage(self.env, *args)
         if result.returncode not in ok:
             raise RuntimeError(
                 f"manage.py {' '.join(args)} exited {result.returncode}:\n"

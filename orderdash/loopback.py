@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Live workers re-poll every 2 s, so a stopped one shows as down within seconds.
+WORKER_LIVENESS_CONFIG = 'matching.longPollExpirationInterval="2s"'
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium as root in a container, with nothing phoning home.
@@ -34,3 +41,35 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
+
+
+def dev_server_command(port: int) -> list[str]:
+    """A Temporal dev server in memory on 127.0.0.1:<port>, no UI, errors only."""
+    return [
+        str(BIN / "temporal"),
+        "server",
+        "start-dev",
+        "--headless",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--dynamic-config-value",
+        WORKER_LIVENESS_CONFIG,
+    ]
+
+
+def run_manage(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python manage.py <args>` in a child process with its own environment."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -277,11 +277,12 @@ class Hub:
             if not self.orders[pk].workflow_id and now - self.orders[pk].reloaded_at >= every
         ]
         due += _most_overdue(stale, lambda pk: self.orders[pk].reloaded_at, periodic_quota)
+        due = list(dict.fromkeys(due))  # a plain order can be both changed and stale
         for pk in due:
             self.orders[pk].reload, self.orders[pk].reloaded_at = False, now
         if due:
             try:
-                await self._rebuild(list(dict.fromkeys(due)))
+                await self._rebuild(due)
             except Exception:
                 for pk in due:  # nothing was shown: try again on the next tick
                     if pk in self.orders:

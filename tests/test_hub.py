@@ -12,8 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from orders import live
 from orders.live import Hub
-from orders.models import Order, OrderStep
-from orders.placement import create_order
+from orders.models import OrderStep
 from orders.progress import TemporalView
 from orders.temporal import WORKER_UP
 from worker.activities import finish_order
@@ -34,22 +33,6 @@ async def test_a_watcher_leaving_during_a_tick_does_not_break_the_loop(monkeypat
     await hub._tick(asyncio.get_running_loop().time(), asyncio.Semaphore(1))
     assert list(hub.orders) == [2]
     assert hub.orders[2].closed  # no such order in the database: nothing left to poll
-
-
-@pytest.fixture
-def running_order(catalogue) -> Order:
-    order = create_order(
-        {
-            "product": catalogue["KB-01"],
-            "quantity": 1,
-            "customer_name": "Margaret Hamilton",
-            "email": "margaret@example.com",
-            "address": "11 Apollo Way",
-        }
-    )
-    order.workflow_id, order.status = order.expected_workflow_id, "running"
-    order.save()
-    return order
 
 
 @pytest.mark.django_db(transaction=True)

@@ -28,20 +28,8 @@ NEXT_TRY = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
 
 
 @pytest.fixture
-def order(catalogue) -> Order:
-    order = create_order(
-        {
-            "product": catalogue["KB-01"],
-            "quantity": 1,
-            "customer_name": "Grace Hopper",
-            "email": "grace@example.com",
-            "address": "1 Harbor Road",
-        }
-    )
-    order.workflow_id = order.expected_workflow_id
-    order.status = "running"
-    order.save()
-    return order
+def order(running_order) -> Order:
+    return running_order
 
 
 def record_inventory(order: Order, state: str, attempts: int, error: str = "") -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from orderdash.loopback import CHROMIUM, CHROMIUM_ARGS, free_port, wait_for_port
+from orderdash.loopback import CHROMIUM, CHROMIUM_ARGS, free_port, run_manage, wait_for_port
 from tests.conftest import running_dev_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,14 +33,7 @@ class Stack:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_manage(self.env, *args, timeout=60)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

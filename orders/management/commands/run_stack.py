@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from orderdash.loopback import WORKER_LIVENESS_CONFIG
 from orders.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
 
 BIN = Path(sys.executable).parent
@@ -104,8 +105,7 @@ class Command(BaseCommand):
             "--sqlite-pragma", "synchronous=normal",
             "--namespace", settings.TEMPORAL_NAMESPACE,
             "--log-level", "error",
-            # Live workers re-poll every 2 s, so the dashboard sees a dead one within seconds.
-            "--dynamic-config-value", 'matching.longPollExpirationInterval="2s"',
+            "--dynamic-config-value", WORKER_LIVENESS_CONFIG,
         ]  # fmt: skip
         process = _spawn(command)
         if not wait_for_port(host, int(port), 60):
