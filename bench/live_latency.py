@@ -340,10 +340,10 @@ async def set_switch(service: str, mode: str, failures: int | None = None) -> No
 
 
 async def set_flaky(service: str, failures: int) -> None:
-    from orders.models import ServiceSwitch
+    from orders.simulator.models import Mode, ServiceSwitch
 
     await ServiceSwitch.objects.filter(service=service).aupdate(
-        mode=ServiceSwitch.FLAKY, failures=failures, failures_left=failures
+        mode=Mode.FLAKY, failures=failures, failures_left=failures
     )
 
 
@@ -355,7 +355,7 @@ async def place_orders(count: int) -> list[int]:
     from orders.temporal import get_client
 
     def create() -> list:
-        from orders.models import Product
+        from orders.simulator.models import Product
 
         product = Product.objects.get(sku=SKU)
         return [
@@ -383,13 +383,15 @@ async def place_orders(count: int) -> list[int]:
 
 async def wait_final(order_ids: list[int], timeout: float = ORDER_DEADLINE_S) -> float:
     """Seconds until every order is final; raises when some are still open at the deadline."""
+    from orders.contract import OrderStatus
     from orders.models import Order
-    from worker.shared import FINAL_STATUSES
 
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         open_orders = (
-            await Order.objects.filter(pk__in=order_ids).exclude(status__in=FINAL_STATUSES).acount()
+            await Order.objects.filter(pk__in=order_ids)
+            .exclude(status__in=OrderStatus.final())
+            .acount()
         )
         if not open_orders:
             return time.monotonic() - started
@@ -399,7 +401,7 @@ async def wait_final(order_ids: list[int], timeout: float = ORDER_DEADLINE_S) ->
 
 async def ledger(order_ids: list[int]) -> dict[int, list[tuple[str, int, float]]]:
     """{order: [(step, attempt, finished at)]} from the attempts' ledger rows."""
-    from orders.models import ServiceCall
+    from orders.simulator.models import ServiceCall
 
     rows: dict[int, list[tuple[str, int, float]]] = {}
     calls = ServiceCall.objects.filter(order_id__in=order_ids).values_list(
@@ -422,8 +424,8 @@ async def statuses(order_ids: list[int]) -> dict[str, int]:
 
 
 async def terminate_workflows(order_ids: list[int]) -> None:
+    from orders.contract import workflow_id_for
     from orders.temporal import get_client
-    from worker.shared import workflow_id_for
 
     client = await get_client()
     for order_id in order_ids:
@@ -601,7 +603,7 @@ async def wait_worker(state: str, timeout: float = 30) -> None:
 async def bench_scale(stack: Stack) -> dict:
     from websockets.asyncio.client import connect
 
-    from worker.shared import FINAL_STATUSES
+    from orders.contract import OrderStatus
 
     total = SCALE_ORDERS * SCALE_SOCKETS_PER_ORDER
     log(f"3/3 scale: {total} raw websockets across {SCALE_ORDERS} in-flight orders, one daphne")
@@ -671,7 +673,7 @@ async def bench_scale(stack: Stack) -> dict:
         if ready < total:
             raise RuntimeError(f"only {ready} of {total} sockets came up: {errors[:3]}")
         in_flight = sum(
-            n for status, n in (await statuses(ids)).items() if status not in FINAL_STATUSES
+            n for status, n in (await statuses(ids)).items() if status not in OrderStatus.final()
         )
         stack.start_worker()
         busy = CpuMeter(

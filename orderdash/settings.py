@@ -31,6 +31,14 @@ def envint(name: str, default: str) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
 
 
+def envfloat(name: str, default: str) -> float:
+    value = os.getenv(name, default)
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
 def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
 
@@ -56,6 +64,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "channels",
+    "orders.simulator",
     "orders",
 ]
 
@@ -97,19 +106,24 @@ SQLITE_OPTIONS = {
     "timeout": 20,
 }
 DATABASE_URL = os.getenv("DATABASE_URL", "")
+# Connections are kept between requests and activities (a new SQLite connection per
+# activity was a large part of the worker's cost); stale ones are closed and reopened.
+CONN_MAX_AGE = envint("DB_CONN_MAX_AGE", "600")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=CONN_MAX_AGE)}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "orderdash.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
+            "CONN_MAX_AGE": CONN_MAX_AGE,
             # A file, not memory: tests run daphne and workers in other processes.
             "TEST": {"NAME": VAR_DIR / "test-orderdash.sqlite3"},
         }
     }
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+USING_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+if USING_SQLITE:
     DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS | DATABASES["default"].get("OPTIONS", {})
 
 REDIS_URL = os.getenv("REDIS_URL", "")
@@ -121,16 +135,41 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "orderdash.layers.InMemoryChannelLayer"}}
+    # One web process: Channels' own in-memory layer. A socket that stops reading loses
+    # messages past this many; the next fragment it gets is a whole one again.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": envint("CHANNEL_CAPACITY", "100")},
+        }
+    }
 
 TEMPORAL_ADDRESS = os.getenv("TEMPORAL_ADDRESS", "127.0.0.1:7233")
 TEMPORAL_NAMESPACE = os.getenv("TEMPORAL_NAMESPACE", "default")
 TEMPORAL_TASK_QUEUE = os.getenv("TEMPORAL_TASK_QUEUE", "orders")
 TEMPORAL_UI_URL = os.getenv(
-    "TEMPORAL_UI_URL", f"http://127.0.0.1:{os.getenv('TEMPORAL_UI_PORT', '8233')}"
+    "TEMPORAL_UI_URL", f"http://127.0.0.1:{envint('TEMPORAL_UI_PORT', '8233')}"
 ).rstrip("/")
 # How long a page waits on Temporal before saying it is unreachable (seconds).
-TEMPORAL_RPC_TIMEOUT = float(os.getenv("TEMPORAL_RPC_TIMEOUT", "2"))
+TEMPORAL_RPC_TIMEOUT = envfloat("TEMPORAL_RPC_TIMEOUT", "2")
+# Put before every workflow id (`order-<n>`): databases sharing one Temporal namespace
+# (test databases, a staging copy) then never collide on an order number.
+TEMPORAL_WORKFLOW_ID_PREFIX = os.getenv("TEMPORAL_WORKFLOW_ID_PREFIX", "")
+# Whether make run / run_stack starts the embedded dev server: only when no address is set.
+TEMPORAL_EMBEDDED = "TEMPORAL_ADDRESS" not in os.environ
+TEMPORAL_UI_PORT = envint("TEMPORAL_UI_PORT", "8233")
+# A live worker re-polls at least this often when the server's long-poll interval is
+# short (run_stack starts the dev server with matching.longPollExpirationInterval=2s).
+WORKER_POLLER_STALE_SECONDS = envfloat("WORKER_POLLER_STALE_SECONDS", "5")
+# Activities running at once per worker. SQLite takes one writer at a time: more threads
+# only queue on its lock (and miss heartbeats); PostgreSQL takes more.
+WORKER_ACTIVITY_THREADS = envint("WORKER_ACTIVITY_THREADS", "8" if USING_SQLITE else "16")
+# Long enough for the dashboard to show the worker down (it calls a worker down after a
+# few seconds without polls), short enough that the interrupted order resumes within seconds.
+WORKER_RESTART_PAUSE = envfloat("WORKER_RESTART_PAUSE", "6")
+# Where `make run` serves the dashboard.
+HOST = os.getenv("HOST", "127.0.0.1")
+PORT = envint("PORT", "8000")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

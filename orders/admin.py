@@ -8,17 +8,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from orders.audit import audit_order, orders_that_do_not_add_up
-from orders.models import (
-    Charge,
-    Message,
-    Order,
-    OrderStep,
-    Product,
-    Reservation,
-    ServiceCall,
-    ServiceSwitch,
-    Shipment,
-)
+from orders.models import Order, OrderStep
+from orders.simulator.models import Charge, Message, Reservation, ServiceCall, Shipment
 from orders.temporal import workflow_ui_url
 
 
@@ -177,35 +168,3 @@ class OrderAdmin(admin.ModelAdmin):
             workflow_ui_url(order.workflow_id),
             order.workflow_id,
         )
-
-
-@admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
-    list_display = ["sku", "name", "price", "stock", "reserved", "available"]
-    search_fields = ["sku", "name"]
-
-
-@admin.register(ServiceSwitch)
-class ServiceSwitchAdmin(admin.ModelAdmin):
-    list_display = ["service", "mode", "failures", "failures_left", "latency_ms", "updated_at"]
-    list_editable = ["mode", "failures", "failures_left", "latency_ms"]
-
-
-@admin.register(ServiceCall)
-class ServiceCallAdmin(admin.ModelAdmin):
-    list_display = [
-        "created_at",
-        "order",
-        "service",
-        "operation",
-        "attempt",
-        "outcome",
-        "error",
-        "duration_ms",
-    ]
-    list_filter = ["service", "outcome", "operation"]
-    search_fields = ["=order__id", "idempotency_key", "error"]
-    list_select_related = ["order"]
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from orders.models import Charge, Message, Order, Reservation, ServiceCall, Shipment
-from worker.shared import CANCELLED, COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, SERVICES
+from orders.contract import SERVICES, OrderStatus
+from orders.models import Order
+from orders.simulator.models import Charge, Message, Reservation, ServiceCall, Shipment
 
 
 @dataclass
@@ -83,7 +84,7 @@ class OrderAudit:
             return "lost: charged, not shipped"
         if charged:
             return "lost: charged and shipped, never confirmed"
-        if any(r.state == Reservation.RESERVED for r in effects.reservations):
+        if any(r.state == Reservation.State.RESERVED for r in effects.reservations):
             return "lost: stock held, nothing charged"
         return "lost: stopped before any effect"
 
@@ -111,8 +112,8 @@ def audit_order(
     live_charges = [c for c in charges if c.refunded_at is None]
     shipments = [s for s in effects.shipments if s.cancelled_at is None]
     messages = Counter(message.channel for message in effects.messages)
-    held = [r for r in reservations if r.state == Reservation.RESERVED]
-    committed = [r for r in reservations if r.state == Reservation.COMMITTED]
+    held = [r for r in reservations if r.state == Reservation.State.RESERVED]
+    committed = [r for r in reservations if r.state == Reservation.State.COMMITTED]
 
     refunded = len(charges) - len(live_charges)
     summaries = {
@@ -137,14 +138,14 @@ def audit_order(
         problems.append(f"charged {len(live_charges)} times")
     if len(reservations) > 1:
         problems.append(f"stock reserved {len(reservations)} times")
-    if order.status in (COMPLETED, COMPLETED_WITH_WARNINGS):
+    if order.status in (OrderStatus.COMPLETED, OrderStatus.COMPLETED_WITH_WARNINGS):
         if not live_charges:
             problems.append("completed without a charge")
         if not shipments:
             problems.append("completed without a shipment")
         if held:
             problems.append("stock reserved but never committed")
-    elif order.status in (FAILED, CANCELLED):
+    elif order.status in (OrderStatus.FAILED, OrderStatus.CANCELLED):
         if live_charges:
             problems.append("charged, but the order failed and was never refunded")
         if held or committed:

@@ -6,8 +6,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
-from orders.live import BOARD_GROUP, STATUS_GROUP, hub, order_group, render_board, render_status
+from orders.live import BOARD_GROUP, STATUS_GROUP, hub, order_group
 from orders.models import Order
+from orders.render import render_board, render_status
 
 # Close codes in the 4000 range are ours; htmx does not reconnect after them.
 CLOSE_NOT_FOUND = 4404
@@ -40,15 +41,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.send(
             text_data=live_error("This live connection only sends updates; it takes no commands.")
         )
-
-    async def dispatch(self, message: dict) -> None:
-        # Channels closes stale database connections before every handler, a hop to its
-        # one sync thread per message per socket. Forwarding a fragment touches no
-        # database, and with hundreds of sockets those hops were most of a push's cost.
-        if message["type"] == "send.html":
-            await self.send_html(message)
-        else:
-            await super().dispatch(message)
 
     async def send_html(self, event: dict) -> None:
         await self.send(text_data=event["html"])

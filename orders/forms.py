@@ -6,8 +6,9 @@ import re
 
 from django import forms
 
-from orders.models import Order, Product, ServiceSwitch
-from worker.shared import SERVICES
+from orders.contract import Service
+from orders.models import Engine
+from orders.simulator.models import Mode, Product, ServiceSwitch
 
 # One order may not take more than this many units, whatever the stock.
 MAX_QUANTITY = 20
@@ -44,15 +45,15 @@ class OrderForm(forms.Form):
     )
     address = forms.CharField(max_length=200, strip=True, label="Shipping address")
     engine = forms.ChoiceField(
-        choices=Order.ENGINES,
-        initial=Order.TEMPORAL,
+        choices=Engine.choices,
+        initial=Engine.TEMPORAL,
         required=False,
         error_messages={"invalid_choice": "Engine must be temporal or plain."},
         help_text="Compare places the same order in both.",
     )
 
     def clean_engine(self) -> str:
-        return self.cleaned_data["engine"] or Order.TEMPORAL
+        return self.cleaned_data["engine"] or Engine.TEMPORAL
 
     def clean_phone(self) -> str:
         phone = self.cleaned_data["phone"]
@@ -83,9 +84,9 @@ class OrderForm(forms.Form):
 
 
 class SwitchForm(forms.Form):
-    service = forms.ChoiceField(choices=[(s, s) for s in SERVICES])
+    service = forms.ChoiceField(choices=[(s, s) for s in Service.values])
     mode = forms.ChoiceField(
-        choices=[(m, m) for m in ServiceSwitch.MODES],
+        choices=[(m, m) for m in Mode.values],
         error_messages={"invalid_choice": "Unknown mode %(value)s."},
     )
     failures = forms.IntegerField(min_value=1, max_value=50, required=False)
@@ -100,6 +101,6 @@ def apply_switch(cleaned: dict) -> ServiceSwitch:
         switch.failures = cleaned["failures"]
     if cleaned.get("latency_ms"):
         switch.latency_ms = cleaned["latency_ms"]
-    switch.failures_left = switch.failures if switch.mode == ServiceSwitch.FLAKY else 0
+    switch.failures_left = switch.failures if switch.mode == Mode.FLAKY else 0
     switch.save()
     return switch

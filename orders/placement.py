@@ -7,9 +7,10 @@ import logging
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from orders.models import Order, OrderStep, Product
-from orders.temporal import TemporalUnavailable, start_order_workflow
-from worker.shared import STEPS, OrderInput
+from orders.contract import STEPS, OrderInput
+from orders.models import Engine, Order, OrderStep
+from orders.simulator.models import Product
+from orders.temporal import TemporalUnavailable, order_workflow_id, start_order_workflow
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def create_order(cleaned: dict) -> Order:
             product=product,
             quantity=cleaned["quantity"],
             amount_cents=product.price_cents * cleaned["quantity"],
-            engine=cleaned.get("engine") or Order.TEMPORAL,
+            engine=cleaned.get("engine") or Engine.TEMPORAL,
         )
         OrderStep.objects.bulk_create(
             OrderStep(order=order, name=name, position=i) for i, name in enumerate(STEPS)
@@ -48,7 +49,7 @@ def order_input(order: Order) -> OrderInput:
 
 async def start_workflow(order: Order) -> Order:
     """Start the order's workflow; if Temporal is away, say why on the order instead."""
-    workflow_id = order.expected_workflow_id
+    workflow_id = order_workflow_id(order.pk)
     try:
         await start_order_workflow(order_input(order), workflow_id)
     except TemporalUnavailable as exc:
@@ -68,7 +69,7 @@ def place_order(cleaned: dict) -> Order:
     A plain-script order only needs its row: the plain runner picks up pending ones.
     """
     order = create_order(cleaned)
-    if order.engine == Order.PLAIN:
+    if order.engine == Engine.PLAIN:
         return order
     return async_to_sync(start_workflow)(order)
 
@@ -76,8 +77,8 @@ def place_order(cleaned: dict) -> Order:
 def place_comparison(cleaned: dict) -> Order:
     """The same order in both engines at once; returns the Temporal one, linked to its twin."""
     with transaction.atomic():
-        plain = create_order(cleaned | {"engine": Order.PLAIN})
-        temporal = create_order(cleaned | {"engine": Order.TEMPORAL})
+        plain = create_order(cleaned | {"engine": Engine.PLAIN})
+        temporal = create_order(cleaned | {"engine": Engine.TEMPORAL})
         temporal.compare_with = plain
         temporal.save(update_fields=["compare_with"])
     return async_to_sync(start_workflow)(temporal)

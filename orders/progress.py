@@ -1,10 +1,8 @@
-"""One order's progress, merged from the three places that each know part of it.
+"""One order's progress: what the database recorded, joined with what Temporal said.
 
-- the workflow's `progress` query: step states as the workflow sees them (needs a worker);
-- describe: what workflow code never sees — the attempt in flight, the last failure and
-  when the next retry is due;
-- the database: what the activities recorded, which is all there is when the worker is
-  down, and the full attempt history Temporal does not keep.
+`load_orders` reads the database for many orders at once, `ask_temporal` asks Temporal
+about one workflow, and `snapshot_of` puts the two together, step by step through
+`orders.step_state.step_view`, the one definition of a step's state.
 """
 
 from __future__ import annotations
@@ -13,90 +11,29 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from channels.db import database_sync_to_async
+from django.db.models import TextChoices
 
 from orders.audit import OrderAudit, OrderEffects, audit_order
-from orders.models import Order, OrderStep, ServiceCall
-from orders.temporal import (
-    TemporalUnavailable,
-    WorkflowState,
-    describe_order,
-    query_progress,
-)
-from worker.shared import (
-    RETRY_TABLE,
-    STEP_FAILED,
-    STEP_LABELS,
-    STEP_RETRYING,
-    STEP_RUNNING,
-    OrderProgress,
-)
+from orders.contract import OrderProgress, StepState
+from orders.models import Engine, Order, OrderStep
+from orders.simulator.models import ServiceCall
+from orders.step_state import Recorded, StepView, step_view
+from orders.temporal import TemporalUnavailable, WorkflowState, describe_order, query_progress
 
 log = logging.getLogger(__name__)
 
-# Where the page's picture came from, in words the page can show.
-SOURCE_LIVE = "live"
-SOURCE_NO_WORKER = "no_worker"
-SOURCE_NO_TEMPORAL = "no_temporal"
-SOURCE_FINAL = "final"
-SOURCE_PLAIN = "plain"  # the plain script: the database is all there is
-# Temporal closed the workflow (terminated, timed out …) before it finished the order.
-SOURCE_ENDED = "ended"
 
+class Source(TextChoices):
+    """Where the page's picture of an order came from, in words the page can show."""
 
-@dataclass
-class StepView:
-    name: str
-    label: str
-    state: str
-    attempts: int
-    max_attempts: int
-    last_error: str
-    result: str
-    next_retry_at: datetime | None
-    policy: str
-
-
-@dataclass
-class OrderSnapshot:
-    order: Order
-    steps: list[StepView]
-    source: str
-    calls: list[ServiceCall] = field(default_factory=list)
-    audit: OrderAudit | None = None
-    progress: OrderProgress | None = None
-    workflow_status: str = ""  # Temporal's word for the workflow, when it was asked
-
-    @property
-    def current_step(self) -> StepView | None:
-        for step in self.steps:
-            if step.state in (STEP_RUNNING, STEP_RETRYING):
-                return step
-        return None
-
-    @property
-    def from_temporal(self) -> bool:
-        """Temporal answered and its answer is part of this picture."""
-        return self.source in (SOURCE_LIVE, SOURCE_NO_WORKER)
-
-    @property
-    def asks_temporal(self) -> bool:
-        """Temporal should keep being asked, whether or not it answered last time."""
-        return in_flight_on_temporal(self.order)
-
-    @property
-    def awaits_schedule(self) -> bool:
-        """A retry the database announced that Temporal has not yet been seen to schedule."""
-        return self.from_temporal and any(
-            step.state == STEP_RETRYING and step.next_retry_at is None for step in self.steps
-        )
-
-    @property
-    def compensating(self) -> bool:
-        """A step failed for good: the workflow is undoing the others (only it knows how far)."""
-        return self.from_temporal and any(step.state == STEP_FAILED for step in self.steps)
+    LIVE = "live"  # Temporal answered, a worker too
+    NO_WORKER = "no_worker"  # Temporal answered; no worker to answer the query
+    NO_TEMPORAL = "no_temporal"  # Temporal unreachable: the database alone
+    ENDED = "ended"  # Temporal closed the workflow (terminated …) before the order ended
+    FINAL = "final"  # the order is over: the database has the last word
+    PLAIN = "plain"  # the plain script, or not started yet: the database is all there is
 
 
 @dataclass
@@ -109,10 +46,54 @@ class OrderRecord:
     audit: OrderAudit
 
 
+@dataclass
+class TemporalView:
+    """What Temporal said about one workflow the last time it was asked."""
+
+    state: WorkflowState | None = None  # describe; None when Temporal has no such workflow
+    progress: OrderProgress | None = None  # the workflow's query answer
+    reachable: bool = True
+    answered: bool = True  # the last query found a worker to answer it
+
+
+@dataclass
+class OrderSnapshot:
+    order: Order
+    steps: list[StepView]
+    source: str
+    calls: list[ServiceCall] = field(default_factory=list)
+    audit: OrderAudit | None = None
+    workflow_status: str = ""  # Temporal's word for the workflow, when it was asked
+
+    @property
+    def current_step(self) -> StepView | None:
+        return next((s for s in self.steps if s.state in IN_FLIGHT), None)
+
+    @property
+    def from_temporal(self) -> bool:
+        """Temporal answered and its answer is part of this picture."""
+        return self.source in (Source.LIVE, Source.NO_WORKER)
+
+    @property
+    def awaits_schedule(self) -> bool:
+        """A retry the database announced that Temporal has not yet been seen to schedule."""
+        return self.from_temporal and any(
+            step.state == StepState.RETRYING and step.next_retry_at is None for step in self.steps
+        )
+
+    @property
+    def compensating(self) -> bool:
+        """A step failed for good: the workflow is undoing the others (only it knows how far)."""
+        return self.from_temporal and any(step.state == StepState.FAILED for step in self.steps)
+
+
+IN_FLIGHT = (StepState.RUNNING, StepState.RETRYING)
+
+
 def in_flight_on_temporal(order: Order) -> bool:
     """Describe and the query have something to add, reachable or not right now."""
     return (
-        order.engine == Order.TEMPORAL
+        order.engine == Engine.TEMPORAL
         and bool(order.workflow_id)
         and not (order.is_final or order.is_lost)
     )
@@ -136,33 +117,13 @@ def load_orders(order_ids: Iterable[int]) -> dict[int, OrderRecord]:
         calls[call.order_id].append(call)
     effects = OrderEffects.of_orders(ids)
     return {
-        pk: OrderRecord(
-            order=order,
-            steps=steps[pk],
-            calls=calls[pk],
-            audit=audit_order(order, calls[pk], effects[pk]),
-        )
+        pk: OrderRecord(order, steps[pk], calls[pk], audit_order(order, calls[pk], effects[pk]))
         for pk, order in orders.items()
     }
 
 
-@dataclass
-class TemporalView:
-    """What Temporal said about one workflow the last time it was asked."""
-
-    state: WorkflowState | None = None  # describe; None when Temporal has no such workflow
-    progress: OrderProgress | None = None  # the workflow's query answer
-    reachable: bool = True
-    answered: bool = True  # the last query found a worker to answer it
-    queried: bool = field(default=False, compare=False)  # this answer has a fresh query
-
-
 async def ask_temporal(
-    workflow_id: str,
-    *,
-    worker_up: bool,
-    query: bool = True,
-    previous: TemporalView | None = None,
+    workflow_id: str, *, worker_up: bool, query: bool = True, previous: TemporalView | None = None
 ) -> TemporalView:
     """Describe the workflow and, when asked to and a worker polls, query it.
 
@@ -188,54 +149,62 @@ async def ask_temporal(
         return TemporalView(described, previous.progress, answered=previous.answered)
     if not query:
         return TemporalView(described, previous.progress, answered=previous.answered)
-    return TemporalView(
-        described, queried or previous.progress, answered=queried is not None, queried=True
-    )
+    return TemporalView(described, queried or previous.progress, answered=queried is not None)
 
 
 async def _nothing() -> None:
     return None
 
 
+def source_of(order: Order, temporal: TemporalView | None, *, worker_up: bool) -> str:
+    """Which sources count for this order's picture right now."""
+    if order.is_final or order.is_lost:
+        return Source.FINAL
+    if order.engine == Engine.PLAIN or not order.workflow_id:
+        # Not started yet (the database is all there is), or could not be started.
+        return Source.FINAL if order.start_error else Source.PLAIN
+    if temporal is not None and not temporal.reachable:
+        return Source.NO_TEMPORAL
+    if temporal is not None and temporal.state and temporal.state.status != "RUNNING":
+        return Source.ENDED
+    if not worker_up or (temporal is not None and not temporal.answered):
+        return Source.NO_WORKER
+    return Source.LIVE
+
+
 def snapshot_of(
     record: OrderRecord, temporal: TemporalView | None, *, worker_up: bool
 ) -> OrderSnapshot:
-    """Merge the database with what Temporal said (if it was asked) into one picture."""
-    order = record.order
-    if order.is_final or order.is_lost:
-        source = SOURCE_FINAL
-    elif order.engine == Order.PLAIN:
-        source = SOURCE_PLAIN
-    elif order.workflow_id:
-        source = SOURCE_LIVE
-    else:  # not started yet (database only), or could not be started (nothing to watch)
-        source = SOURCE_FINAL if order.start_error else SOURCE_PLAIN
-    if source != SOURCE_LIVE:
+    """The order as the page shows it: each step through `step_view`."""
+    source = source_of(record.order, temporal, worker_up=worker_up)
+    if source in (Source.FINAL, Source.PLAIN):
         temporal = None  # closed or not on Temporal: the database has the last word
-    elif temporal is not None and not temporal.reachable:
-        source = SOURCE_NO_TEMPORAL
-    elif temporal is not None and temporal.state and temporal.state.status != "RUNNING":
-        source = SOURCE_ENDED
-    elif not worker_up or (temporal is not None and not temporal.answered):
-        source = SOURCE_NO_WORKER
     progress = temporal.progress if temporal else None
     state = temporal.state if temporal else None
+    queried = {step.name: step for step in progress.steps} if progress else {}
+    pending = {attempt.step: attempt for attempt in state.pending} if state else {}
     return OrderSnapshot(
-        order=order,
-        steps=[_merge(step, progress, state) for step in record.steps],
+        order=record.order,
+        steps=[
+            step_view(
+                step.name,
+                Recorded(step.state, step.attempts, step.last_error, step.result),
+                queried.get(step.name),
+                pending.get(step.name),
+            )
+            for step in record.steps
+        ],
         source=source,
         calls=record.calls,
         audit=record.audit,
-        progress=progress,
         workflow_status=state.status if state else "",
     )
 
 
 async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnapshot | None:
     """One order, now: the database and Temporal asked afresh. None when it does not exist."""
-    # Not thread-sensitive: many orders' snapshots load side by side, not in one queue.
-    # (database_sync_to_async: that thread's connection is closed when stale, as Django
-    # does after a request, so a restarted database is reconnected to.)
+    # database_sync_to_async closes that thread's stale connection, as Django does after
+    # a request, so a restarted database is reconnected to.
     records = await database_sync_to_async(load_orders, thread_sensitive=False)([order_id])
     record = records.get(order_id)
     if record is None:
@@ -244,50 +213,3 @@ async def build_snapshot(order_id: int, *, worker_up: bool = True) -> OrderSnaps
     if in_flight_on_temporal(record.order):
         temporal = await ask_temporal(record.order.workflow_id, worker_up=worker_up)
     return snapshot_of(record, temporal, worker_up=worker_up)
-
-
-def _merge(
-    db_step: OrderStep, progress: OrderProgress | None, state: WorkflowState | None
-) -> StepView:
-    policy = RETRY_TABLE[db_step.name]
-    view = StepView(
-        name=db_step.name,
-        label=STEP_LABELS[db_step.name],
-        state=db_step.state,
-        attempts=db_step.current_attempt,
-        max_attempts=policy.maximum_attempts,
-        last_error=db_step.last_error,
-        result=db_step.result,
-        next_retry_at=None,
-        policy=policy.describe(),
-    )
-    if progress is not None:
-        queried = next((s for s in progress.steps if s.name == db_step.name), None)
-        # The database is written by the attempt itself and knows retries; the workflow
-        # knows the saga (compensated, skipped). Prefer the workflow only for those.
-        if queried and queried.state not in (STEP_RUNNING, "pending"):
-            view.state = queried.state
-            view.result = queried.result or view.result
-            if queried.error:
-                view.last_error = queried.error
-            if view.state != STEP_RETRYING:  # no next attempt is coming after all
-                view.attempts = db_step.attempts
-    pending = next((p for p in state.pending if p.step == db_step.name), None) if state else None
-    # Each attempt writes the database before Temporal hears how it ended, so describe
-    # can lag behind. It is newer only about an attempt the database never saw end (a
-    # later one: a timeout the worker could not report), or about the retry the database
-    # announced, which only Temporal can schedule.
-    if pending is not None and (
-        pending.attempt > view.attempts
-        or (pending.attempt == view.attempts and view.state == STEP_RETRYING)
-    ):
-        view.attempts = pending.attempt
-        view.last_error = pending.last_failure or view.last_error
-        if pending.next_attempt_at is not None:
-            view.state = STEP_RETRYING
-            view.next_retry_at = pending.next_attempt_at
-        elif pending.running:
-            view.state = STEP_RUNNING
-        elif pending.attempt > 1:
-            view.state = STEP_RETRYING  # due now, waiting for a worker to pick it up
-    return view

@@ -7,11 +7,10 @@ the life of the process; management commands and sync views get a fresh one per 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import weakref
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
@@ -26,7 +25,15 @@ from temporalio.client import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from worker.shared import ACTIVITY_STEPS, PROGRESS_QUERY, WORKFLOW_NAME, OrderInput, OrderProgress
+from orders.contract import (
+    ACTIVITY_STEPS,
+    PROGRESS_QUERY,
+    WORKFLOW_NAME,
+    OrderInput,
+    OrderProgress,
+    workflow_id_for,
+)
+from orders.step_state import PendingAttempt
 
 # Per event loop, one client per (address, namespace): settings may point elsewhere later.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Client]] = (
@@ -99,18 +106,6 @@ async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
 
 
 @dataclass
-class PendingAttempt:
-    """What describe() knows about a step's activity that the workflow code cannot see."""
-
-    step: str
-    attempt: int
-    maximum_attempts: int
-    last_failure: str
-    next_attempt_at: datetime | None
-    running: bool
-
-
-@dataclass
 class WorkflowState:
     status: str  # Temporal's view: RUNNING, COMPLETED, FAILED, TERMINATED …
     pending: list[PendingAttempt]
@@ -145,12 +140,16 @@ def _pending_attempt(activity: object) -> PendingAttempt:
     return PendingAttempt(
         step=ACTIVITY_STEPS.get(activity.activity_type.name, ""),  # type: ignore[attr-defined]
         attempt=activity.attempt,  # type: ignore[attr-defined]
-        maximum_attempts=activity.maximum_attempts,  # type: ignore[attr-defined]
         last_failure=last_failure,
         next_attempt_at=next_at,
         # Scheduled but not started means waiting for a worker, not running.
         running=activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,  # type: ignore[attr-defined]
     )
+
+
+def order_workflow_id(order_id: int) -> str:
+    """The workflow id of an order placed from this database."""
+    return workflow_id_for(order_id, settings.TEMPORAL_WORKFLOW_ID_PREFIX)
 
 
 def workflow_ui_url(workflow_id: str) -> str:
@@ -159,10 +158,6 @@ def workflow_ui_url(workflow_id: str) -> str:
         f"/workflows/{workflow_id}"
     )
 
-
-# A live worker re-polls at least this often when the server's long-poll interval is short
-# (run_stack starts the dev server with matching.longPollExpirationInterval=2s).
-WORKER_STALE_AFTER_S = float(os.getenv("WORKER_POLLER_STALE_SECONDS", "5"))
 
 WORKER_UP = "up"
 WORKER_DOWN = "down"
@@ -185,7 +180,7 @@ async def worker_status() -> str:
         return TEMPORAL_DOWN
     now = time.time()
     for poller in response.pollers:
-        if now - poller.last_access_time.ToSeconds() < WORKER_STALE_AFTER_S:
+        if now - poller.last_access_time.ToSeconds() < settings.WORKER_POLLER_STALE_SECONDS:
             return WORKER_UP
     return WORKER_DOWN
 

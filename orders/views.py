@@ -11,10 +11,10 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from orders.forms import OrderForm, SwitchForm, apply_switch
-from orders.live import BOARD_ROWS, board_context
-from orders.models import Order
+from orders.models import Engine, Order
 from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
+from orders.render import BOARD_ROWS, board_context
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
 
 
@@ -88,7 +88,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def compare(request: HttpRequest, pk: int) -> HttpResponse:
     """The same order in both engines, side by side."""
-    temporal = get_object_or_404(Order, pk=pk, engine=Order.TEMPORAL, compare_with__isnull=False)
+    temporal = get_object_or_404(Order, pk=pk, engine=Engine.TEMPORAL, compare_with__isnull=False)
     worker = _worker()
     snapshots = [
         async_to_sync(build_snapshot)(order_id, worker_up=worker == WORKER_UP)

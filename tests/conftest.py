@@ -21,10 +21,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from orderdash.loopback import dev_server_command, free_port, wait_for_port
-from orders.models import Order, Product, ServiceSwitch
+from orders.contract import SERVICES
+from orders.models import Order
 from orders.placement import create_order
+from orders.simulator.models import Mode, Product, ServiceSwitch
+from orders.temporal import order_workflow_id
 from worker.activities import ALL_ACTIVITIES
-from worker.shared import SERVICES
 from worker.workflows import OrderWorkflow
 
 BIN = Path(sys.executable).parent
@@ -180,7 +182,7 @@ def running_order(catalogue) -> Order:
             "address": "11 Apollo Way",
         }
     )
-    order.workflow_id, order.status = order.expected_workflow_id, "running"
+    order.workflow_id, order.status = order_workflow_id(order.pk), "running"
     order.save()
     return order
 
@@ -192,7 +194,7 @@ def set_switch(service: str, mode: str, failures: int = 2, latency_ms: int = 300
         defaults={
             "mode": mode,
             "failures": failures,
-            "failures_left": failures if mode == ServiceSwitch.FLAKY else 0,
+            "failures_left": failures if mode == Mode.FLAKY else 0,
             "latency_ms": latency_ms,
         },
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from orders.models import Order, Product, ServiceCall, ServiceSwitch
+from orders.contract import SERVICES, Step, workflow_id_for
+from orders.models import Order
 from orders.placement import create_order
-from worker.shared import SERVICES, STEP_LABELS, workflow_id_for
+from orders.simulator.models import Product, ServiceCall, ServiceSwitch
 
 CHANGELIST = reverse("admin:orders_order_changelist")
 
@@ -149,7 +150,7 @@ def test_it_shows_an_orders_steps_ledger_errors_and_temporal_link(admin_client, 
 
     assert response.status_code == 200
     page = response.content.decode()
-    for label in STEP_LABELS.values():
+    for label in Step.labels:
         assert label in page
     assert "RES-41" in page
     assert "Inventory Service Unavailable (flaky)" in page

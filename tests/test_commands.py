@@ -14,9 +14,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from temporalio.client import Client
 
-from orders.models import Order, Product, ServiceSwitch
+from orders.contract import SERVICES, WORKFLOW_NAME, OrderStatus
+from orders.models import Order
+from orders.simulator.models import Product, ServiceSwitch
 from tests.conftest import free_port, set_switch
-from worker.shared import FINAL_STATUSES, SERVICES, WORKFLOW_NAME
 
 
 def run(*args: str, **options: object) -> str:
@@ -159,7 +160,7 @@ def wait_for_final(order: Order, timeout: float = 15) -> Order:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         order.refresh_from_db()
-        if order.status in FINAL_STATUSES:
+        if order.status in OrderStatus.final():
             return order
         time.sleep(0.1)
     raise AssertionError(f"order {order.pk} still {order.status} after {timeout}s")

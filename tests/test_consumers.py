@@ -11,8 +11,8 @@ from channels.testing import WebsocketCommunicator
 
 from orderdash.asgi import application
 from orders.live import hub
-from orders.models import Product, ServiceSwitch
 from orders.placement import place_order
+from orders.simulator.models import Product, ServiceSwitch
 from orders.temporal import get_client
 from tests.conftest import set_switch
 

@@ -17,10 +17,11 @@ from django.core.management import call_command
 from django.db import connection
 
 from orders.audit import audit_order
-from orders.models import Charge, Order, Product, ServiceCall, Shipment
+from orders.models import Order
 from orders.placement import place_order
+from orders.simulator.models import Charge, Product, ServiceCall, Shipment
+from orders.simulator.services import CRASH_MESSAGE
 from tests.conftest import DEV_SERVER, free_port, set_switch, wait_for_port
-from worker.services import CRASH_MESSAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from orders.contract import SERVICES
 from orders.forms import MAX_QUANTITY, OrderForm, SwitchForm, apply_switch
-from orders.models import Product, ServiceSwitch
-from worker.shared import SERVICES
+from orders.simulator.models import Mode, Product, ServiceSwitch
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_it_requires_a_shipping_address(keyboard):
 
 def test_it_accepts_every_service_and_every_mode(db):
     for service in SERVICES:
-        for mode in ServiceSwitch.MODES:
+        for mode in Mode.values:
             form = SwitchForm({"service": service, "mode": mode})
             assert form.is_valid(), (service, mode, form.errors)
 

@@ -11,12 +11,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from orders import live
+from orders.contract import FinishRequest
 from orders.live import Hub
 from orders.models import OrderStep
 from orders.progress import TemporalView
 from orders.temporal import WORKER_UP
 from worker.activities import finish_order
-from worker.shared import FinishRequest
 
 
 @pytest.mark.django_db(transaction=True)

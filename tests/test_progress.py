@@ -11,18 +11,13 @@ from datetime import UTC, datetime
 import pytest
 from django.template.loader import render_to_string
 
-from orders.models import Order, OrderStep, ServiceCall
+from orders.contract import StepState
+from orders.models import Order, OrderStep
 from orders.placement import create_order
-from orders.progress import (
-    SOURCE_ENDED,
-    SOURCE_LIVE,
-    SOURCE_NO_TEMPORAL,
-    TemporalView,
-    load_orders,
-    snapshot_of,
-)
-from orders.temporal import PendingAttempt, WorkflowState
-from worker.shared import STEP_COMPLETED, STEP_RETRYING, STEP_RUNNING
+from orders.progress import Source, TemporalView, load_orders, snapshot_of
+from orders.simulator.models import Outcome, ServiceCall
+from orders.step_state import PendingAttempt
+from orders.temporal import WorkflowState
 
 NEXT_TRY = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
 
@@ -42,7 +37,6 @@ def describe(attempt: int, *, running: bool, next_at: datetime | None = None, fa
     pending = PendingAttempt(
         step="inventory",
         attempt=attempt,
-        maximum_attempts=6,
         last_failure=failure,
         next_attempt_at=next_at,
         running=running,
@@ -57,10 +51,10 @@ def inventory(order: Order, temporal: TemporalView | None):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_attempt_shows_the_next_one_before_temporal_hears_of_it(order):
-    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    record_inventory(order, StepState.RETRYING, 1, "Inventory Service Unavailable")
     # Describe still shows attempt 1 running: Temporal has not heard it failed.
     snapshot, step = inventory(order, describe(1, running=True))
-    assert (step.state, step.attempts) == (STEP_RETRYING, 2)
+    assert (step.state, step.attempt) == (StepState.RETRYING, 2)
     assert step.last_error == "Inventory Service Unavailable"
     assert step.next_retry_at is None
     assert snapshot.awaits_schedule  # the hub asks Temporal again for the schedule
@@ -71,9 +65,9 @@ def test_a_failed_attempt_shows_the_next_one_before_temporal_hears_of_it(order):
 
 @pytest.mark.django_db(transaction=True)
 def test_temporal_schedule_fills_in_the_countdown(order):
-    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    record_inventory(order, StepState.RETRYING, 1, "Inventory Service Unavailable")
     snapshot, step = inventory(order, describe(2, running=False, next_at=NEXT_TRY, failure="x"))
-    assert (step.state, step.attempts, step.next_retry_at) == (STEP_RETRYING, 2, NEXT_TRY)
+    assert (step.state, step.attempt, step.next_retry_at) == (StepState.RETRYING, 2, NEXT_TRY)
     assert step.last_error == "x"
     assert not snapshot.awaits_schedule
     html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
@@ -82,32 +76,32 @@ def test_temporal_schedule_fills_in_the_countdown(order):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_started_attempt_is_not_sent_back_to_waiting_by_a_stale_describe(order):
-    record_inventory(order, STEP_RUNNING, 2, "Inventory Service Unavailable")
+    record_inventory(order, StepState.RUNNING, 2, "Inventory Service Unavailable")
     _, step = inventory(order, describe(2, running=False, next_at=NEXT_TRY))
-    assert (step.state, step.attempts, step.next_retry_at) == (STEP_RUNNING, 2, None)
+    assert (step.state, step.attempt, step.next_retry_at) == (StepState.RUNNING, 2, None)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_timeout_the_worker_never_reported_comes_from_describe(order):
-    record_inventory(order, STEP_RUNNING, 1)
+    record_inventory(order, StepState.RUNNING, 1)
     timeout = "activity StartToClose timeout"
     _, step = inventory(order, describe(2, running=False, next_at=NEXT_TRY, failure=timeout))
-    assert (step.state, step.attempts, step.last_error) == (STEP_RETRYING, 2, timeout)
+    assert (step.state, step.attempt, step.last_error) == (StepState.RETRYING, 2, timeout)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_completed_step_ignores_describe(order):
-    record_inventory(order, STEP_COMPLETED, 3)
+    record_inventory(order, StepState.COMPLETED, 3)
     _, step = inventory(order, describe(3, running=True))
-    assert (step.state, step.attempts) == (STEP_COMPLETED, 3)
+    assert (step.state, step.attempt) == (StepState.COMPLETED, 3)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_database_alone_when_temporal_is_unreachable(order):
-    record_inventory(order, STEP_RETRYING, 2, "Inventory Service Unavailable")
+    record_inventory(order, StepState.RETRYING, 2, "Inventory Service Unavailable")
     snapshot, step = inventory(order, TemporalView(reachable=False))
-    assert snapshot.source == SOURCE_NO_TEMPORAL
-    assert (step.state, step.attempts) == (STEP_RETRYING, 3)
+    assert snapshot.source == Source.NO_TEMPORAL
+    assert (step.state, step.attempt) == (StepState.RETRYING, 3)
     assert not snapshot.awaits_schedule  # nobody to ask until the periodic round
     html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
     assert "unknown while Temporal is unreachable" in html
@@ -115,7 +109,7 @@ def test_database_alone_when_temporal_is_unreachable(order):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_order_list_announces_the_same_attempt_as_the_order_page(order, client):
-    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    record_inventory(order, StepState.RETRYING, 1, "Inventory Service Unavailable")
     html = client.get("/", HTTP_HX_REQUEST="true").content.decode()
     assert 'data-step="inventory" data-state="retrying" data-attempt="2"' in html
 
@@ -142,7 +136,7 @@ def test_loading_many_orders_costs_the_same_queries_as_one(
             service="inventory",
             operation="reserve",
             attempt=1,
-            outcome=ServiceCall.OK,
+            outcome=Outcome.OK,
             idempotency_key=f"k-{other.pk}",
         )
     with django_assert_num_queries(7):
@@ -152,27 +146,27 @@ def test_loading_many_orders_costs_the_same_queries_as_one(
     assert len(one) == 1 and len(many) == 10
     assert [c.service for c in many[order.pk].calls] == ["inventory"]
     assert many[order.pk].audit.services[0].line.startswith("inventory: 1 attempt")
-    assert snapshot_of(one[order.pk], None, worker_up=True).source == SOURCE_LIVE
+    assert snapshot_of(one[order.pk], None, worker_up=True).source == Source.LIVE
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_retry_due_while_no_worker_polls_says_it_waits_for_one(order):
-    record_inventory(order, STEP_RETRYING, 1, "Inventory Service Unavailable")
+    record_inventory(order, StepState.RETRYING, 1, "Inventory Service Unavailable")
     snapshot = snapshot_of(
         load_orders([order.pk])[order.pk], describe(2, running=False), worker_up=False
     )
     step = next(step for step in snapshot.steps if step.name == "inventory")
-    assert (step.state, step.attempts, step.next_retry_at) == (STEP_RETRYING, 2, None)
+    assert (step.state, step.attempt, step.next_retry_at) == (StepState.RETRYING, 2, None)
     html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
     assert 'next try <span class="countdown">when a worker is back</span>' in html
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_workflow_terminated_in_temporal_says_so_on_the_page(order):
-    record_inventory(order, STEP_RETRYING, 2, "Inventory Service Unavailable")
+    record_inventory(order, StepState.RETRYING, 2, "Inventory Service Unavailable")
     terminated = TemporalView(state=WorkflowState(status="TERMINATED", pending=[]))
     snapshot = snapshot_of(load_orders([order.pk])[order.pk], terminated, worker_up=True)
-    assert snapshot.source == SOURCE_ENDED
+    assert snapshot.source == Source.ENDED
     assert not snapshot.awaits_schedule  # nothing to wait for: no retry is coming
     html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
     assert f"Temporal reports workflow {order.workflow_id} as terminated" in html

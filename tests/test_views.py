@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import async_to_sync
 
-from orders.models import Order, Product, ServiceSwitch
+from orders.contract import WORKFLOW_NAME, OrderInput
+from orders.models import Order
 from orders.placement import create_order, start_workflow
-from orders.temporal import get_client
+from orders.simulator.models import Product, ServiceSwitch
+from orders.temporal import get_client, order_workflow_id
 from tests.conftest import free_port
-from worker.shared import WORKFLOW_NAME, OrderInput
 
 GOOD_ORDER = {
     "product": "MS-02",
@@ -183,7 +184,7 @@ def test_a_workflow_id_already_taken_in_temporal_is_reported_not_adopted(
             "address": "11 Apollo Street",
         }
     )
-    taken = order.expected_workflow_id
+    taken = order_workflow_id(order.pk)
 
     async def start_someone_elses_workflow() -> None:
         temporal = await get_client()

@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowHandle
 
-from orders.models import Charge, Message, Order, Product, Reservation, ServiceCall, Shipment
+from orders.contract import WORKFLOW_NAME, OrderOutcome, workflow_id_for
+from orders.models import Order
 from orders.placement import create_order, order_input, place_order
+from orders.simulator.models import Charge, Message, Product, Reservation, ServiceCall, Shipment
 from tests.conftest import set_switch
-from worker.shared import WORKFLOW_NAME, OrderOutcome, workflow_id_for
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +83,7 @@ async def test_happy_path_completes_and_persists_every_step(
     product = Product.objects.get(sku="KB-01")
     assert (product.stock, product.reserved) == (48, 0)
     assert Charge.objects.get(order=order).amount_cents == 2 * 8900
-    assert Reservation.objects.get(order=order).state == Reservation.COMMITTED
+    assert Reservation.objects.get(order=order).state == Reservation.State.COMMITTED
     assert Shipment.objects.filter(order=order).count() == 1
     assert set(Message.objects.filter(order=order).values_list("channel", flat=True)) == {
         "email",
@@ -132,7 +133,7 @@ async def test_declined_payment_fails_releases_reservation_and_charges_nothing(
     assert outcome.status == order.status == "failed"
     assert "Card declined" in order.failure_reason
     assert not Charge.objects.filter(order=order).exists()
-    assert Reservation.objects.get(order=order).state == Reservation.RELEASED
+    assert Reservation.objects.get(order=order).state == Reservation.State.RELEASED
     product = Product.objects.get(sku="MN-27")
     assert (product.stock, product.reserved) == (20, 0)
     assert [(c.attempt, c.outcome) for c in calls_of(order, "charge")] == [(1, "rejected")]
@@ -154,7 +155,7 @@ async def test_shipping_down_for_good_refunds_and_restocks(
     assert "Service Unavailable" in order.failure_reason
     charge = Charge.objects.get(order=order)
     assert charge.refunded_at is not None
-    assert Reservation.objects.get(order=order).state == Reservation.RELEASED
+    assert Reservation.objects.get(order=order).state == Reservation.State.RELEASED
     product = Product.objects.get(sku="HS-03")
     assert (product.stock, product.reserved) == (30, 0)
     assert len(calls_of(order, "ship")) == 5  # the retry table's maximum for shipping
@@ -270,11 +271,11 @@ async def test_cancelling_an_order_undoes_what_was_done(
     order.refresh_from_db()
     assert outcome.status == order.status == "cancelled"
     assert Charge.objects.get(order=order).refunded_at is not None
-    assert Reservation.objects.get(order=order).state == Reservation.RELEASED
+    assert Reservation.objects.get(order=order).state == Reservation.State.RELEASED
 
 
 def test_retry_table_is_what_the_seed_promises():
-    from worker.shared import RETRY_TABLE
+    from orders.contract import RETRY_TABLE
 
     inventory = RETRY_TABLE["inventory"]
     assert inventory.initial_interval == timedelta(seconds=1)
@@ -300,7 +301,7 @@ async def test_a_charge_that_timed_out_is_refunded_when_payment_then_fails_for_g
 
     assert outcome.status == "failed"
     assert Charge.objects.get(order=order).refunded_at is not None
-    assert Reservation.objects.get(order=order).state == Reservation.RELEASED
+    assert Reservation.objects.get(order=order).state == Reservation.State.RELEASED
     assert steps_of(order)["payment"] == ("failed", 6)
 
 

@@ -11,23 +11,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.db import close_old_connections
-from django.utils import timezone
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from orders.models import Order, OrderStep
-from worker import services
-from worker.shared import (
-    FINAL_STATUSES,
-    RUNNING,
-    STEP_COMPLETED,
-    STEP_FAILED,
-    STEP_RETRYING,
-    STEP_RUNNING,
-    FinishRequest,
-    StepRequest,
-    StepResult,
-)
+from orders.contract import FinishRequest, StepRequest, StepResult, StepState
+from orders.simulator import services
+from orders.steps import record_outcome, record_step, touch_order
 
 
 @contextmanager
@@ -58,58 +47,35 @@ def _is_last_attempt(attempt: int) -> bool:
     return bool(policy and policy.maximum_attempts and attempt >= policy.maximum_attempts)
 
 
-def _mark_step(order_id: int, step: str, attempt: int, **fields: object) -> None:
-    # An attempt that timed out may finish after its successor started: never let the
-    # older attempt overwrite what the newer one wrote.
-    updated = OrderStep.objects.filter(order_id=order_id, name=step, attempts__lte=attempt).update(
-        attempts=attempt, **fields
-    )
-    if updated:
-        # The dashboard watches the order's updated_at to know something moved.
-        Order.objects.filter(pk=order_id).update(updated_at=timezone.now())
-
-
 def run_step(
     step: str, request: StepRequest, call: Callable[[services.CallContext], str]
 ) -> StepResult:
     """Run one attempt of an order step, keeping its database record in line."""
     with _fresh_connection():
         ctx = _context(request)
-        Order.objects.filter(pk=request.order_id).exclude(status__in=FINAL_STATUSES).update(
-            status=RUNNING, updated_at=timezone.now()
-        )
-        _mark_step(
-            request.order_id,
-            step,
-            ctx.attempt,
-            state=STEP_RUNNING,
-            started_at=timezone.now(),
-        )
+        record_step(request.order_id, step, StepState.RUNNING, attempt=ctx.attempt)
         try:
             reference = call(ctx)
         except services.BusinessRejection as exc:
-            _mark_step(request.order_id, step, ctx.attempt, state=STEP_FAILED, last_error=str(exc))
+            record_step(
+                request.order_id, step, StepState.FAILED, attempt=ctx.attempt, error=str(exc)
+            )
             raise ApplicationError(
                 str(exc), ctx.attempt, type=exc.error_type, non_retryable=True
             ) from exc
         except Exception as exc:
             final = _is_last_attempt(ctx.attempt)
-            _mark_step(
+            record_step(
                 request.order_id,
                 step,
-                ctx.attempt,
-                state=STEP_FAILED if final else STEP_RETRYING,
-                last_error=str(exc) or type(exc).__name__,
+                StepState.FAILED if final else StepState.RETRYING,
+                attempt=ctx.attempt,
+                error=str(exc) or type(exc).__name__,
             )
             error_type = getattr(exc, "error_type", type(exc).__name__)
             raise ApplicationError(str(exc) or error_type, ctx.attempt, type=error_type) from exc
-        _mark_step(
-            request.order_id,
-            step,
-            ctx.attempt,
-            state=STEP_COMPLETED,
-            result=reference,
-            finished_at=timezone.now(),
+        record_step(
+            request.order_id, step, StepState.COMPLETED, attempt=ctx.attempt, result=reference
         )
         return StepResult(reference=reference, attempt=ctx.attempt)
 
@@ -126,8 +92,7 @@ def run_compensation(
             error_type = getattr(exc, "error_type", type(exc).__name__)
             raise ApplicationError(str(exc) or error_type, type=error_type) from exc
         finally:
-            # Let the dashboard know the ledger moved (it watches updated_at).
-            Order.objects.filter(pk=request.order_id).update(updated_at=timezone.now())
+            touch_order(request.order_id)
         return StepResult(reference=reference, attempt=ctx.attempt)
 
 
@@ -202,19 +167,14 @@ def cancel_shipping(request: StepRequest) -> StepResult:
 def finish_order(request: FinishRequest) -> None:
     """Write the outcome: status, references, warnings and the final state of each step."""
     with _fresh_connection():
-        # Steps first, order row last: the dashboard reads a final status as "nothing
-        # will change any more", so the steps must already say how it ended.
-        for step, state in request.step_states.items():
-            OrderStep.objects.filter(order_id=request.order_id, name=step).update(state=state)
-        now = timezone.now()
-        Order.objects.filter(pk=request.order_id).update(
-            status=request.status,
+        record_outcome(
+            request.order_id,
+            request.status,
+            step_states=request.step_states,
             payment_id=request.payment_id,
             tracking_number=request.tracking_number,
             warnings=request.warnings,
-            failure_reason=request.error,
-            finished_at=now,
-            updated_at=now,
+            error=request.error,
         )
 
 

@@ -13,9 +13,6 @@ import django
 
 log = logging.getLogger("worker")
 
-# Sync activities each hold a thread while they run (a slow service holds it for seconds).
-ACTIVITY_THREADS = int(os.getenv("WORKER_ACTIVITY_THREADS", "32"))
-
 
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderdash.settings")
@@ -46,14 +43,17 @@ async def run_worker() -> None:
     from worker.workflows import OrderWorkflow
 
     client = await connect_until_ready(settings.TEMPORAL_ADDRESS, settings.TEMPORAL_NAMESPACE)
-    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+    # Sync activities each hold a thread while they run (a slow service holds it for
+    # seconds); more threads than the database can write for only queue on its lock.
+    threads = settings.WORKER_ACTIVITY_THREADS
+    with ThreadPoolExecutor(max_workers=threads) as executor:
         worker = Worker(
             client,  # type: ignore[arg-type]
             task_queue=settings.TEMPORAL_TASK_QUEUE,
             workflows=[OrderWorkflow],
             activities=ALL_ACTIVITIES,
             activity_executor=executor,
-            max_concurrent_activities=ACTIVITY_THREADS,
+            max_concurrent_activities=threads,
             # On stop, activities in hand get this long to finish before being cancelled.
             graceful_shutdown_timeout=timedelta(seconds=20),
         )
@@ -75,7 +75,7 @@ async def run_worker() -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     setup_django()
-    from worker import services
+    from orders.simulator import services
 
     # Here a crash switch really kills the process: that is the point of the demo.
     services.crash_handler = services.die_now

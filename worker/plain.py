@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Django is set up in main(), after this module is imported
     from orders.models import Order
-    from worker.services import CallContext
+    from orders.simulator.services import CallContext
 
 log = logging.getLogger("plain")
 
@@ -38,7 +38,7 @@ def main() -> None:
     from worker.main import setup_django
 
     setup_django()
-    from worker import services
+    from orders.simulator import services
 
     services.crash_handler = services.die_now
     stopping = False
@@ -62,26 +62,26 @@ def claim_next_order() -> int | None:
     from django.db import close_old_connections
     from django.utils import timezone
 
-    from orders.models import Order
-    from worker.shared import PENDING, RUNNING
+    from orders.contract import OrderStatus
+    from orders.models import Engine, Order
 
     close_old_connections()
-    candidate = Order.objects.filter(engine=Order.PLAIN, status=PENDING).order_by("id").first()
+    pending = Order.objects.filter(engine=Engine.PLAIN, status=OrderStatus.PENDING)
+    candidate = pending.order_by("id").first()
     if candidate is None:
         return None
-    claimed = Order.objects.filter(pk=candidate.pk, status=PENDING).update(
-        status=RUNNING, updated_at=timezone.now()
+    claimed = pending.filter(pk=candidate.pk).update(
+        status=OrderStatus.RUNNING, updated_at=timezone.now()
     )
     return candidate.pk if claimed else None
 
 
 def process_order(order_id: int) -> None:
     """The whole flow, try/except by hand, exactly as fragile as the seed describes."""
-    from django.utils import timezone
-
+    from orders.contract import OrderStatus
     from orders.models import Order
-    from worker import services
-    from worker.shared import COMPLETED, COMPLETED_WITH_WARNINGS, FAILED
+    from orders.simulator import services
+    from orders.steps import record_outcome
 
     order = Order.objects.select_related("product").get(pk=order_id)
     log.info("Processing order %s", order_id)
@@ -118,9 +118,10 @@ def process_order(order_id: int) -> None:
             )
         except OrderFailed as exc:
             warnings.append(f"SMS not sent: {exc}")
-        status, reason = (COMPLETED_WITH_WARNINGS if warnings else COMPLETED), ""
+        status = OrderStatus.COMPLETED_WITH_WARNINGS if warnings else OrderStatus.COMPLETED
+        reason = ""
     except OrderFailed as exc:
-        status, reason = FAILED, str(exc)
+        status, reason = OrderStatus.FAILED, str(exc)
         # Best-effort cleanup, once: if this fails too, the money or the stock stays stuck.
         try:
             if charged:
@@ -129,44 +130,44 @@ def process_order(order_id: int) -> None:
                 services.release_inventory(_ctx(order, "release", 1), _last_key(order, "inventory"))
         except Exception as cleanup_error:
             reason += f"; cleanup failed: {cleanup_error}"
-    now = timezone.now()
-    Order.objects.filter(pk=order.pk).update(
-        status=status,
+    record_outcome(
+        order.pk,
+        status,
         payment_id=payment_id,
         tracking_number=tracking,
         warnings=warnings,
-        failure_reason=reason,
-        finished_at=now,
-        updated_at=now,
+        error=reason,
     )
 
 
 def retry(step: str, order: Order, call: Callable[[CallContext], str]) -> str:
     """The hand-written retry loop: fixed attempts, fixed pause, a new request each time."""
-    from worker import services
+    from orders.contract import StepState
+    from orders.simulator import services
 
     last_error = ""
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        _mark(order, step, attempt, "running")
+        _mark(order, step, attempt, StepState.RUNNING)
         try:
             result = call(_ctx(order, step, attempt))
         except services.BusinessRejection as exc:
-            _mark(order, step, attempt, "failed", error=str(exc))
+            _mark(order, step, attempt, StepState.FAILED, error=str(exc))
             raise OrderFailed(str(exc)) from exc
         except Exception as exc:
             last_error = str(exc) or type(exc).__name__
             final = attempt == MAX_ATTEMPTS
-            _mark(order, step, attempt, "failed" if final else "retrying", error=last_error)
+            state = StepState.FAILED if final else StepState.RETRYING
+            _mark(order, step, attempt, state, error=last_error)
             if not final:
                 _pause(order, RETRY_DELAY_S * attempt)
             continue
-        _mark(order, step, attempt, "completed", result=result)
+        _mark(order, step, attempt, StepState.COMPLETED, result=result)
         return result
     raise OrderFailed(f"{step}: gave up after {MAX_ATTEMPTS} attempts: {last_error}")
 
 
 def _ctx(order: Order, step: str, attempt: int) -> CallContext:
-    from worker import services
+    from orders.simulator import services
 
     # No idempotency: every attempt is a brand-new request to the service.
     return services.CallContext(
@@ -179,16 +180,14 @@ def _ctx(order: Order, step: str, attempt: int) -> CallContext:
 
 
 def _touch(order: Order) -> None:
-    from django.utils import timezone
+    from orders.steps import touch_order
 
-    from orders.models import Order
-
-    Order.objects.filter(pk=order.pk).update(updated_at=timezone.now())
+    touch_order(order.pk)
 
 
 def _last_key(order: Order, step: str) -> str:
     """Find which request actually did the reservation or charge (the txn_id variable)."""
-    from orders.models import Charge, Reservation
+    from orders.simulator.models import Charge, Reservation
 
     model = Reservation if step == "inventory" else Charge
     effect = model.objects.filter(order_id=order.pk).order_by("-id").first()
@@ -198,29 +197,19 @@ def _last_key(order: Order, step: str) -> str:
 def _mark(
     order: Order, step: str, attempt: int, state: str, *, result: str = "", error: str = ""
 ) -> None:
-    from django.utils import timezone
+    from orders.steps import record_step
 
-    from orders.models import Order, OrderStep
-
-    fields: dict[str, object] = {"state": state, "attempts": attempt}
-    if result:
-        fields["result"] = result
-    if error:
-        fields["last_error"] = error
-    OrderStep.objects.filter(order_id=order.pk, name=step).update(**fields)
-    Order.objects.filter(pk=order.pk).update(updated_at=timezone.now())
+    record_step(order.pk, step, state, attempt=attempt, error=error or None, result=result or None)
 
 
 def _pause(order: Order, seconds: float) -> None:
     # Sleeping in small steps keeps the order visibly alive while it waits.
-    from django.utils import timezone
-
-    from orders.models import Order
+    from orders.steps import touch_order
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(min(0.5, deadline - time.monotonic()))
-        Order.objects.filter(pk=order.pk).update(updated_at=timezone.now())
+        touch_order(order.pk)
 
 
 if __name__ == "__main__":

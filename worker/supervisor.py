@@ -8,7 +8,6 @@ whatever order it was in the middle of; restarting it does not bring that back.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -16,13 +15,14 @@ import time
 
 log = logging.getLogger("supervisor")
 
-# Long enough for the dashboard to show the worker down (it calls a worker down after a few
-# seconds without polls), short enough that the interrupted order resumes within seconds.
-RESTART_PAUSE_S = float(os.getenv("WORKER_RESTART_PAUSE", "6"))
-
 
 def supervise(module: str, name: str) -> int:
     """Run `python -m <module> --once` again and again until asked to stop."""
+    from worker.main import setup_django
+
+    setup_django()
+    from django.conf import settings
+
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {name}-supervisor %(levelname)s %(message)s"
     )
@@ -47,9 +47,9 @@ def supervise(module: str, name: str) -> int:
             name,
             child.pid,
             code,
-            RESTART_PAUSE_S,
+            settings.WORKER_RESTART_PAUSE,
         )
-        time.sleep(RESTART_PAUSE_S)
+        time.sleep(settings.WORKER_RESTART_PAUSE)
     if child and child.poll() is None:
         try:
             child.wait(timeout=15)

@@ -17,30 +17,21 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from worker.shared import (
-        CANCELLED,
-        COMPLETED,
-        COMPLETED_WITH_WARNINGS,
-        FAILED,
+    from orders.contract import (
         PROGRESS_QUERY,
         RETRY_TABLE,
-        RUNNING,
         STEP_ACTIVITIES,
-        STEP_COMPENSATED,
-        STEP_COMPLETED,
-        STEP_FAILED,
-        STEP_PENDING,
-        STEP_RUNNING,
-        STEP_SKIPPED,
         STEPS,
         WORKFLOW_NAME,
         FinishRequest,
         OrderInput,
         OrderOutcome,
         OrderProgress,
+        OrderStatus,
         StepProgress,
         StepRequest,
         StepResult,
+        StepState,
     )
 
 # The steps that change the world, with the activity that undoes each of them.
@@ -69,7 +60,7 @@ def failure_message(error: BaseException) -> str:
 class OrderWorkflow:
     def __init__(self) -> None:
         self._order_id = 0
-        self._status = RUNNING
+        self._status = OrderStatus.RUNNING
         self._steps = {name: StepProgress(name=name) for name in STEPS}
         self._warnings: list[str] = []
 
@@ -95,7 +86,7 @@ class OrderWorkflow:
             phone=order.phone,
             address=order.address,
         )
-        outcome = OrderOutcome(order_id=order.order_id, status=RUNNING)
+        outcome = OrderOutcome(order_id=order.order_id, status=OrderStatus.RUNNING)
         try:
             await self._step("inventory", request)
             outcome.payment_id = (await self._step("payment", request)).reference
@@ -106,17 +97,19 @@ class OrderWorkflow:
             cancelled = is_cancelled_exception(error)
             outcome.error = "Cancelled" if cancelled else failure_message(error)
             await self._undo(request)
-            return await self._finish(outcome, CANCELLED if cancelled else FAILED)
+            return await self._finish(
+                outcome, OrderStatus.CANCELLED if cancelled else OrderStatus.FAILED
+            )
         except asyncio.CancelledError:
             outcome.error = "Cancelled"
             await self._undo(request)
-            return await self._finish(outcome, CANCELLED)
-        status = COMPLETED_WITH_WARNINGS if self._warnings else COMPLETED
+            return await self._finish(outcome, OrderStatus.CANCELLED)
+        status = OrderStatus.COMPLETED_WITH_WARNINGS if self._warnings else OrderStatus.COMPLETED
         return await self._finish(outcome, status)
 
     async def _step(self, name: str, request: StepRequest) -> StepResult:
         step = self._steps[name]
-        step.state = STEP_RUNNING
+        step.state = StepState.RUNNING
         policy = RETRY_TABLE[name]
         try:
             result = await workflow.execute_activity(
@@ -128,13 +121,13 @@ class OrderWorkflow:
                 retry_policy=policy.retry_policy(),
             )
         except ActivityError as error:
-            step.state = STEP_FAILED
+            step.state = StepState.FAILED
             step.error = failure_message(error)
             cause = root_cause(error)
             if isinstance(cause, ApplicationError) and cause.details:
                 step.attempts = int(cause.details[0])  # the activity sends its attempt number
             raise
-        step.state = STEP_COMPLETED
+        step.state = StepState.COMPLETED
         step.attempts = result.attempt
         step.result = result.reference
         step.error = ""
@@ -160,7 +153,7 @@ class OrderWorkflow:
         for name in ("shipping", "payment", "inventory"):
             # Undo every step that was tried, finished or not: a timed-out charge may have
             # gone through. Undoing is idempotent and a no-op when nothing happened.
-            if self._steps[name].state not in (STEP_COMPLETED, STEP_FAILED):
+            if self._steps[name].state not in (StepState.COMPLETED, StepState.FAILED):
                 continue
             policy = RETRY_TABLE["compensation"]
             await workflow.execute_activity(
@@ -171,13 +164,13 @@ class OrderWorkflow:
                 heartbeat_timeout=policy.heartbeat,
                 retry_policy=policy.retry_policy(),
             )
-            if self._steps[name].state == STEP_COMPLETED:
-                self._steps[name].state = STEP_COMPENSATED
-            if name == "inventory" and self._steps["commit"].state == STEP_COMPLETED:
-                self._steps["commit"].state = STEP_COMPENSATED
+            if self._steps[name].state == StepState.COMPLETED:
+                self._steps[name].state = StepState.COMPENSATED
+            if name == "inventory" and self._steps["commit"].state == StepState.COMPLETED:
+                self._steps["commit"].state = StepState.COMPENSATED
         for step in self._steps.values():
-            if step.state in (STEP_PENDING, STEP_RUNNING):
-                step.state = STEP_SKIPPED
+            if step.state in (StepState.PENDING, StepState.RUNNING):
+                step.state = StepState.SKIPPED
 
     async def _finish(self, outcome: OrderOutcome, status: str) -> OrderOutcome:
         self._status = status

@@ -10,15 +10,16 @@ from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from orders.contract import OrderStatus, Step
 from orders.forms import OrderForm
-from orders.models import Order, OrderStep, ServiceCall
+from orders.models import Order, OrderStep
 from orders.placement import place_order
+from orders.simulator.models import ServiceCall
 from orders.temporal import TemporalUnavailable, describe_order
-from worker.shared import COMPLETED, COMPLETED_WITH_WARNINGS, FINAL_STATUSES, STEP_LABELS
 
 POLL_INTERVAL_S = 0.2
 # Exit codes: 0 completed, 2 completed with warnings, 1 anything else.
-EXIT_CODES = {COMPLETED: 0, COMPLETED_WITH_WARNINGS: 2}
+EXIT_CODES = {OrderStatus.COMPLETED: 0, OrderStatus.COMPLETED_WITH_WARNINGS: 2}
 
 
 class Command(BaseCommand):
@@ -93,11 +94,11 @@ class Command(BaseCommand):
                 if step_states.get(step.name) != step.state:
                     step_states[step.name] = step.state
                     result = f" ({step.result})" if step.result else ""
-                    self.stdout.write(f"{STEP_LABELS[step.name]}: {step.state}{result}")
+                    self.stdout.write(f"{Step(step.name).label}: {step.state}{result}")
             if workflow_id:
                 await self._announce_retries(workflow_id, announced_retries)
             order = await Order.objects.aget(pk=order_id)
-            if order.status in FINAL_STATUSES:
+            if order.is_final:
                 self._report(order)
                 return order.status
             if order.is_lost:

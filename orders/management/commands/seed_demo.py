@@ -3,8 +3,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from orders.models import Product, ServiceSwitch
-from worker.shared import SERVICES
+from orders.contract import SERVICES
+from orders.simulator.models import Product, ServiceSwitch
 
 CATALOGUE = [
     ("KB-01", "Mechanical keyboard", 8900, 50),

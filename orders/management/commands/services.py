@@ -4,9 +4,9 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
 
+from orders.contract import SERVICES
 from orders.forms import SwitchForm, apply_switch
-from orders.models import ServiceSwitch
-from worker.shared import SERVICES
+from orders.simulator.models import Mode, ServiceSwitch
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action")
         setter = sub.add_parser("set", help="Set one service's mode.")
         setter.add_argument("name", help=f"one of: {', '.join(SERVICES)}")
-        setter.add_argument("mode", help=f"one of: {', '.join(ServiceSwitch.MODES)}")
+        setter.add_argument("mode", help=f"one of: {', '.join(Mode.values)}")
         setter.add_argument(
             "--failures",
             type=int,
@@ -44,7 +44,7 @@ class Command(BaseCommand):
             for field, errors in form.errors.items():
                 hint = {
                     "service": f" (services: {', '.join(SERVICES)})",
-                    "mode": f" (modes: {', '.join(ServiceSwitch.MODES)})",
+                    "mode": f" (modes: {', '.join(Mode.values)})",
                 }.get(field, "")
                 problems.append(f"{field}: {' '.join(errors)}{hint}")
             raise CommandError("; ".join(problems))

@@ -1,7 +1,8 @@
-"""What the web side and the worker agree on: names, inputs, outputs and the retry table.
+"""What the dashboard and the worker agree on: names, statuses, inputs, outputs, retry table.
 
-This module must stay free of Django and of workflow internals: the workflow sandbox
-imports it, and so does the dashboard.
+The lowest layer: the workflow sandbox imports it (passed through), and so do the web
+app and the worker. It imports nothing of this project. Statuses and step states are
+`TextChoices`, which are plain strings to Temporal's data converter and the templates.
 """
 
 from __future__ import annotations
@@ -9,73 +10,90 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db.models import TextChoices
 from temporalio.common import RetryPolicy
 
 WORKFLOW_NAME = "OrderWorkflow"
 PROGRESS_QUERY = "progress"
 
 
-def workflow_id_for(order_id: int) -> str:
-    return f"order-{order_id}"
+def workflow_id_for(order_id: int, prefix: str = "") -> str:
+    """`order-<n>`; a prefix keeps orders of different databases apart on one server."""
+    return f"{prefix}order-{order_id}"
 
 
-# The order's steps, in the order the dashboard shows them.
-STEPS = ("inventory", "payment", "commit", "shipping", "email", "sms")
-STEP_LABELS = {
-    "inventory": "Reserve inventory",
-    "payment": "Charge payment",
-    "commit": "Commit inventory",
-    "shipping": "Schedule shipping",
-    "email": "Email confirmation",
-    "sms": "SMS update",
-}
-SERVICES = ("inventory", "payment", "shipping", "email", "sms")
+class OrderStatus(TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_WARNINGS = "completed_with_warnings", "completed with warnings"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def final(cls) -> tuple[OrderStatus, ...]:
+        """Statuses nothing changes any more."""
+        return (cls.COMPLETED, cls.COMPLETED_WITH_WARNINGS, cls.FAILED, cls.CANCELLED)
+
+
+class StepState(TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    COMPENSATED = "compensated"
+
+
+class Step(TextChoices):
+    """The order's steps, in the order the dashboard shows them."""
+
+    INVENTORY = "inventory", "Reserve inventory"
+    PAYMENT = "payment", "Charge payment"
+    COMMIT = "commit", "Commit inventory"
+    SHIPPING = "shipping", "Schedule shipping"
+    EMAIL = "email", "Email confirmation"
+    SMS = "sms", "SMS update"
+
+
+class Service(TextChoices):
+    INVENTORY = "inventory", "Inventory"
+    PAYMENT = "payment", "Payment"
+    SHIPPING = "shipping", "Shipping"
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+
+
+STEPS = tuple(Step.values)
+SERVICES = tuple(Service.values)
 # The activity behind each step, and back: describe() names pending activities by type.
 STEP_ACTIVITIES = {
-    "inventory": "reserve_inventory",
-    "payment": "charge_payment",
-    "commit": "commit_inventory",
-    "shipping": "schedule_shipping",
-    "email": "send_email",
-    "sms": "send_sms",
+    Step.INVENTORY: "reserve_inventory",
+    Step.PAYMENT: "charge_payment",
+    Step.COMMIT: "commit_inventory",
+    Step.SHIPPING: "schedule_shipping",
+    Step.EMAIL: "send_email",
+    Step.SMS: "send_sms",
 }
-ACTIVITY_STEPS = {activity: step for step, activity in STEP_ACTIVITIES.items()}
-
-# Order statuses.
-PENDING = "pending"
-RUNNING = "running"
-COMPLETED = "completed"
-COMPLETED_WITH_WARNINGS = "completed_with_warnings"
-FAILED = "failed"
-CANCELLED = "cancelled"
-ORDER_STATUSES = (PENDING, RUNNING, COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED)
-FINAL_STATUSES = (COMPLETED, COMPLETED_WITH_WARNINGS, FAILED, CANCELLED)
-
-# Step states.
-STEP_PENDING = "pending"
-STEP_RUNNING = "running"
-STEP_RETRYING = "retrying"
-STEP_COMPLETED = "completed"
-STEP_FAILED = "failed"
-STEP_SKIPPED = "skipped"
-STEP_COMPENSATED = "compensated"
-STEP_STATES = (
-    STEP_PENDING,
-    STEP_RUNNING,
-    STEP_RETRYING,
-    STEP_COMPLETED,
-    STEP_FAILED,
-    STEP_SKIPPED,
-    STEP_COMPENSATED,
-)
+ACTIVITY_STEPS = {activity: str(step) for step, activity in STEP_ACTIVITIES.items()}
+# The service each step calls (commit is the inventory service's second call).
+STEP_SERVICES = {
+    Step.INVENTORY: Service.INVENTORY,
+    Step.PAYMENT: Service.PAYMENT,
+    Step.COMMIT: Service.INVENTORY,
+    Step.SHIPPING: Service.SHIPPING,
+    Step.EMAIL: Service.EMAIL,
+    Step.SMS: Service.SMS,
+}
 
 # Error types the services raise for business outcomes: retrying cannot change them.
 BUSINESS_ERRORS = {
-    "inventory": "OutOfStock",
-    "payment": "CardDeclined",
-    "shipping": "AddressInvalid",
-    "email": "MailboxRejected",
-    "sms": "NumberInvalid",
+    Service.INVENTORY: "OutOfStock",
+    Service.PAYMENT: "CardDeclined",
+    Service.SHIPPING: "AddressInvalid",
+    Service.EMAIL: "MailboxRejected",
+    Service.SMS: "NumberInvalid",
 }
 
 
@@ -123,13 +141,13 @@ def _policy(attempts: int, *non_retryable: str, timeout_s: float = 5) -> StepPol
 
 
 RETRY_TABLE: dict[str, StepPolicy] = {
-    "inventory": _policy(6, "OutOfStock"),
-    "payment": _policy(6, "CardDeclined"),
-    "commit": _policy(6),
-    "shipping": _policy(5, "AddressInvalid"),
-    "email": _policy(5, "MailboxRejected"),
+    Step.INVENTORY: _policy(6, "OutOfStock"),
+    Step.PAYMENT: _policy(6, "CardDeclined"),
+    Step.COMMIT: _policy(6),
+    Step.SHIPPING: _policy(5, "AddressInvalid"),
+    Step.EMAIL: _policy(5, "MailboxRejected"),
     # SMS is a courtesy: give up sooner, and the order completes with a warning.
-    "sms": _policy(3, "NumberInvalid"),
+    Step.SMS: _policy(3, "NumberInvalid"),
     # Undoing must eventually happen, so compensation retries until the service is back.
     "compensation": _policy(0),
 }
@@ -173,7 +191,7 @@ class StepResult:
 @dataclass
 class StepProgress:
     name: str
-    state: str = STEP_PENDING
+    state: str = StepState.PENDING
     attempts: int = 0
     result: str = ""
     error: str = ""
@@ -208,3 +226,7 @@ class FinishRequest:
     warnings: list[str] = field(default_factory=list)
     error: str = ""
     step_states: dict[str, str] = field(default_factory=dict)
+
+
+def format_cents(cents: int) -> str:
+    return f"${cents / 100:,.2f}"

@@ -16,20 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from orders.models import (
+from orders.contract import BUSINESS_ERRORS, Service
+from orders.simulator.models import (
     Charge,
     Message,
+    Mode,
+    Outcome,
     Product,
     Reservation,
     ServiceCall,
     ServiceSwitch,
     Shipment,
 )
-from worker.shared import BUSINESS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +57,6 @@ class SimulatedCrash(Exception):
 
 
 CRASH_MESSAGE = "Process crashed right after the effect (crash switch)"
-
-SERVICE_NAMES = {
-    "inventory": "Inventory",
-    "payment": "Payment",
-    "shipping": "Shipping",
-    "email": "Email",
-    "sms": "SMS",
-}
 
 REJECTION_MESSAGES = {
     "inventory": "Out of stock",
@@ -111,19 +105,25 @@ def consume_switch(service: str) -> Behaviour:
 
     The returned mode is what *this* call does: a flaky switch with no failures left
     behaves as healthy, and the last planned failure flips the switch back to healthy.
+    One read for every mode; a flaky one also takes its failure with one conditional
+    update, so two calls at once never take the same failure.
     """
-    with transaction.atomic():
-        switch, _ = ServiceSwitch.objects.select_for_update().get_or_create(service=service)
-        behaviour = Behaviour(switch.mode, switch.failures_left, switch.latency_ms)
-        if switch.mode == ServiceSwitch.FLAKY:
-            if switch.failures_left == 0:
-                behaviour.mode = ServiceSwitch.HEALTHY
-            else:
-                switch.failures_left -= 1
-                behaviour.failures_left = switch.failures_left
-            if switch.failures_left == 0:
-                switch.mode = ServiceSwitch.HEALTHY
-            switch.save(update_fields=["failures_left", "mode", "updated_at"])
+    switch = ServiceSwitch.objects.filter(service=service).first()
+    if switch is None:
+        return Behaviour(Mode.HEALTHY)
+    behaviour = Behaviour(switch.mode, switch.failures_left, switch.latency_ms)
+    if switch.mode != Mode.FLAKY:
+        return behaviour
+    taken = ServiceSwitch.objects.filter(
+        service=service, mode=Mode.FLAKY, failures_left__gt=0
+    ).update(
+        failures_left=F("failures_left") - 1,
+        mode=Case(When(failures_left=1, then=Value(Mode.HEALTHY)), default=F("mode")),
+        updated_at=timezone.now(),
+    )
+    if not taken:  # the last planned failure went to another call
+        return Behaviour(Mode.HEALTHY)
+    behaviour.failures_left = max(switch.failures_left - 1, 0)
     return behaviour
 
 
@@ -145,17 +145,17 @@ def call_service(
     """
     started = time.monotonic()
     if compensation and already_done():
-        _record(service, operation, ctx, ServiceCall.REPLAYED, "nothing to undo", started)
+        _record(service, operation, ctx, Outcome.REPLAYED, "nothing to undo", started)
         return "nothing to undo"
     try:
         behaviour = consume_switch(service)
         # A key the service already honoured gets its original answer, not a new verdict.
-        if behaviour.mode == ServiceSwitch.REJECT and (compensation or already_done()):
-            behaviour.mode = ServiceSwitch.HEALTHY
+        if behaviour.mode == Mode.REJECT and (compensation or already_done()):
+            behaviour.mode = Mode.HEALTHY
         _fail_as_switched(service, behaviour)
         with transaction.atomic():
             reference, created = effect()
-        if behaviour.mode == ServiceSwitch.SLOW:
+        if behaviour.mode == Mode.SLOW:
             try:
                 _take_time(behaviour.latency_ms, ctx)
             except BaseException as exc:
@@ -164,17 +164,17 @@ def call_service(
                     f"No answer within the {ctx.timeout_s:g}s timeout; the {operation} had"
                     f" already happened ({reference})"
                 ) from exc
-        if behaviour.mode == ServiceSwitch.CRASH and not _crashed_before(service, ctx):
+        if behaviour.mode == Mode.CRASH and not _crashed_before(service, ctx):
             # The effect is committed: dying now is the "charged, then crashed" case.
-            _record(service, operation, ctx, ServiceCall.ERROR, CRASH_MESSAGE, started)
+            _record(service, operation, ctx, Outcome.ERROR, CRASH_MESSAGE, started)
             crash_handler()
     except BusinessRejection as exc:
-        _record(service, operation, ctx, ServiceCall.REJECTED, str(exc), started)
+        _record(service, operation, ctx, Outcome.REJECTED, str(exc), started)
         raise
     except Exception as exc:
-        _record(service, operation, ctx, ServiceCall.ERROR, str(exc) or type(exc).__name__, started)
+        _record(service, operation, ctx, Outcome.ERROR, str(exc) or type(exc).__name__, started)
         raise
-    outcome = ServiceCall.OK if created else ServiceCall.REPLAYED
+    outcome = Outcome.OK if created else Outcome.REPLAYED
     note = "" if created else f"already done for key {ctx.idempotency_key}: nothing changed"
     elapsed_s = time.monotonic() - started
     if ctx.timeout_s and elapsed_s > ctx.timeout_s:
@@ -193,16 +193,16 @@ def _crashed_before(service: str, ctx: CallContext) -> bool:
 
 
 def _fail_as_switched(service: str, behaviour: Behaviour) -> None:
-    if behaviour.mode == ServiceSwitch.DOWN:
-        raise ServiceUnavailable(f"{SERVICE_NAMES[service]} Service Unavailable")
-    if behaviour.mode == ServiceSwitch.FLAKY:
+    if behaviour.mode == Mode.DOWN:
+        raise ServiceUnavailable(f"{Service(service).label} Service Unavailable")
+    if behaviour.mode == Mode.FLAKY:
         left = behaviour.failures_left
         raise ServiceUnavailable(
-            f"{SERVICE_NAMES[service]} Service Unavailable (flaky: {left} more"
+            f"{Service(service).label} Service Unavailable (flaky: {left} more"
             f" failure{'' if left == 1 else 's'} planned)"
         )
     # Undoing is never refused for business reasons: a refund is not "declined".
-    if behaviour.mode == ServiceSwitch.REJECT:
+    if behaviour.mode == Mode.REJECT:
         raise BusinessRejection(service, REJECTION_MESSAGES[service])
 
 
@@ -216,20 +216,26 @@ def _take_time(latency_ms: int, ctx: CallContext) -> None:
 def _record(
     service: str, operation: str, ctx: CallContext, outcome: str, error: str, started: float
 ) -> None:
-    duration_ms = int((time.monotonic() - started) * 1000)
-    ServiceCall.objects.update_or_create(
-        order_id=ctx.order_id,
-        service=service,
-        operation=operation,
-        attempt=ctx.attempt,
-        defaults={
-            "idempotency_key": ctx.idempotency_key,
-            "outcome": outcome,
-            "error": error,
-            "duration_ms": duration_ms,
-            "started_at": ctx.started_at,
-        },
-    )
+    row = {
+        "idempotency_key": ctx.idempotency_key,
+        "outcome": outcome,
+        "error": error,
+        "duration_ms": int((time.monotonic() - started) * 1000),
+        "started_at": ctx.started_at,
+    }
+    attempt = {
+        "order_id": ctx.order_id,
+        "service": service,
+        "operation": operation,
+        "attempt": ctx.attempt,
+    }
+    try:
+        # One statement in the usual case: an attempt writes its row once.
+        ServiceCall.objects.create(**attempt, **row)
+    except IntegrityError:
+        # The same attempt again: a crash row being completed, or an attempt that
+        # timed out and answered after all.
+        ServiceCall.objects.filter(**attempt).update(**row)
 
 
 def _new_reference(prefix: str) -> str:
@@ -264,17 +270,21 @@ def reserve_inventory(ctx: CallContext, sku: str, quantity: int) -> str:
 def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
     def effect() -> tuple[str, bool]:
         reservation = Reservation.objects.select_for_update().get(key=reservation_key)
-        if reservation.state != Reservation.RESERVED:
+        if reservation.state != Reservation.State.RESERVED:
             return f"RES-{reservation.pk}", False
         Product.objects.filter(pk=reservation.product_id).update(
             stock=F("stock") - reservation.quantity, reserved=F("reserved") - reservation.quantity
         )
-        reservation.state = Reservation.COMMITTED
+        reservation.state = Reservation.State.COMMITTED
         reservation.save(update_fields=["state", "updated_at"])
         return f"RES-{reservation.pk}", True
 
     def done() -> bool:
-        return Reservation.objects.filter(key=reservation_key).exclude(state="reserved").exists()
+        return (
+            Reservation.objects.filter(key=reservation_key)
+            .exclude(state=Reservation.State.RESERVED)
+            .exists()
+        )
 
     return call_service("inventory", "commit", ctx, effect, already_done=done)
 
@@ -282,9 +292,9 @@ def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
 def release_inventory(ctx: CallContext, reservation_key: str) -> str:
     def effect() -> tuple[str, bool]:
         reservation = Reservation.objects.select_for_update().filter(key=reservation_key).first()
-        if reservation is None or reservation.state == Reservation.RELEASED:
+        if reservation is None or reservation.state == Reservation.State.RELEASED:
             return "nothing held", False
-        if reservation.state == Reservation.RESERVED:
+        if reservation.state == Reservation.State.RESERVED:
             Product.objects.filter(pk=reservation.product_id).update(
                 reserved=F("reserved") - reservation.quantity
             )
@@ -292,13 +302,15 @@ def release_inventory(ctx: CallContext, reservation_key: str) -> str:
             Product.objects.filter(pk=reservation.product_id).update(
                 stock=F("stock") + reservation.quantity
             )
-        reservation.state = Reservation.RELEASED
+        reservation.state = Reservation.State.RELEASED
         reservation.save(update_fields=["state", "updated_at"])
         return f"RES-{reservation.pk} released", True
 
     def nothing_held() -> bool:
         return (
-            not Reservation.objects.filter(key=reservation_key).exclude(state="released").exists()
+            not Reservation.objects.filter(key=reservation_key)
+            .exclude(state=Reservation.State.RELEASED)
+            .exists()
         )
 
     return call_service(

@@ -1,0 +1,64 @@
+"""Orders, the board and the worker status as the HTML fragments the live page swaps in.
+
+Every fragment's root element has a stable id, so htmx swaps it out of band wherever it
+arrives: in a page, or over a websocket.
+"""
+
+from __future__ import annotations
+
+from django.template.loader import render_to_string
+
+from orders.models import Order
+from orders.progress import OrderSnapshot
+from orders.simulator.models import MODE_HELP, Mode, ServiceSwitch
+
+BOARD_ROWS = 25
+
+
+def render_order(snapshot: OrderSnapshot, worker: str, ledger_cache: dict | None = None) -> str:
+    """The order's fragment. With a cache (one per watched order) the ledger part, most
+    of the rendering work, is rendered again only when it changed."""
+    context = {"snapshot": snapshot, "worker": worker, "oob": True}
+    if ledger_cache is not None:
+        key = _ledger_key(snapshot)
+        if ledger_cache.get("key") != key:
+            ledger_cache["key"] = key
+            ledger_cache["html"] = render_to_string(
+                "orders/partials/order_ledger.html", {"snapshot": snapshot}
+            )
+        context["ledger_html"] = ledger_cache["html"]
+    return render_to_string("orders/partials/order_detail.html", context)
+
+
+def _ledger_key(snapshot: OrderSnapshot) -> tuple:
+    # Everything order_ledger.html shows; a ledger row's other fields never change.
+    audit = snapshot.audit
+    return (
+        snapshot.order.is_final,
+        tuple(service.line for service in audit.services) if audit else None,
+        tuple(audit.problems) if audit else None,
+        tuple((c.id, c.outcome, c.error, c.duration_ms) for c in snapshot.calls),
+    )
+
+
+def render_status(worker: str) -> str:
+    return render_to_string("orders/partials/worker_status.html", {"worker": worker, "oob": True})
+
+
+def board_context() -> dict:
+    orders = list(Order.objects.select_related("product").prefetch_related("steps")[:BOARD_ROWS])
+    return {
+        "orders": orders,
+        "switches": list(ServiceSwitch.objects.order_by("id")),
+        "modes": Mode.values,
+        "mode_help": MODE_HELP,
+    }
+
+
+def render_board() -> tuple[str, str]:
+    """The order list and the switches, each a fragment of its own."""
+    context = board_context() | {"oob": True, "live": True}
+    return (
+        render_to_string("orders/partials/order_list.html", context),
+        render_to_string("orders/partials/switches.html", context),
+    )

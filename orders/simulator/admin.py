@@ -1,0 +1,40 @@
+"""The simulated services in the admin: catalogue and stock, switches, the call ledger."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from orders.simulator.models import Product, ServiceCall, ServiceSwitch
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["sku", "name", "price", "stock", "reserved", "available"]
+    search_fields = ["sku", "name"]
+
+
+@admin.register(ServiceSwitch)
+class ServiceSwitchAdmin(admin.ModelAdmin):
+    list_display = ["service", "mode", "failures", "failures_left", "latency_ms", "updated_at"]
+    list_editable = ["mode", "failures", "failures_left", "latency_ms"]
+
+
+@admin.register(ServiceCall)
+class ServiceCallAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "order",
+        "service",
+        "operation",
+        "attempt",
+        "outcome",
+        "error",
+        "duration_ms",
+    ]
+    list_filter = ["service", "outcome", "operation"]
+    search_fields = ["=order__id", "idempotency_key", "error"]
+    list_select_related = ["order"]
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,178 @@
+"""The simulated services' own state: catalogue and stock, switches, effects, call ledger.
+
+Effects are rows of their own (reservations, charges, shipments, messages), one per
+idempotency key: that is what proves "charged exactly once" however many attempts the
+ledger shows. Orders are referred to by name ("orders.Order"), never imported: the
+services sit below the order app.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from orders.contract import Service, format_cents
+
+
+class Product(models.Model):
+    """The inventory service's catalogue: price, units on the shelf, units held."""
+
+    sku = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    price_cents = models.PositiveIntegerField()
+    stock = models.PositiveIntegerField(help_text="Units on the shelf.")
+    reserved = models.PositiveIntegerField(default=0, help_text="Units held for open orders.")
+
+    class Meta:
+        ordering = ["sku"]
+
+    def __str__(self) -> str:
+        return f"{self.sku} — {self.name}"
+
+    @property
+    def available(self) -> int:
+        return self.stock - self.reserved
+
+    @property
+    def price(self) -> str:
+        return format_cents(self.price_cents)
+
+
+class Mode(models.TextChoices):
+    HEALTHY = "healthy"
+    DOWN = "down"
+    FLAKY = "flaky"
+    SLOW = "slow"
+    REJECT = "reject"
+    CRASH = "crash"
+
+
+MODE_HELP = {
+    Mode.HEALTHY: "every call succeeds",
+    Mode.DOWN: "every call fails with “Service Unavailable” (retried)",
+    Mode.FLAKY: "the next N calls fail, then it recovers",
+    Mode.SLOW: "each call takes T ms (past the timeout it is retried)",
+    Mode.REJECT: "a business error that is not retried (out of stock, card declined …)",
+    Mode.CRASH: "the process dies during the call, right after the side effect (once per order)",
+}
+
+
+class ServiceSwitch(models.Model):
+    """How a simulated service behaves; read on every attempt, so a flip hits running orders."""
+
+    service = models.CharField(max_length=16, unique=True, choices=Service.choices)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.HEALTHY)
+    failures = models.PositiveIntegerField(
+        default=2, help_text="Flaky: how many calls fail before it recovers."
+    )
+    failures_left = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(
+        default=3000, help_text="Slow: how long each call takes, in milliseconds."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.summary}"
+
+    @property
+    def summary(self) -> str:
+        if self.mode == Mode.FLAKY:
+            return f"flaky ({self.failures_left} of {self.failures} failures left)"
+        if self.mode == Mode.SLOW:
+            return f"slow ({self.latency_ms} ms)"
+        return self.mode
+
+
+class Outcome(models.TextChoices):
+    OK = "ok"
+    REPLAYED = "replayed"  # the effect already existed for this key: nothing new happened
+    ERROR = "error"
+    REJECTED = "rejected"
+
+
+class ServiceCall(models.Model):
+    """The ledger: one row per attempt at a service call, whatever came of it."""
+
+    service = models.CharField(max_length=16, choices=Service.choices, db_index=True)
+    operation = models.CharField(max_length=32)
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="calls")
+    idempotency_key = models.CharField(max_length=100)
+    attempt = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    # When this attempt started by Temporal's clock: the gaps between attempts are the backoff.
+    started_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order", "service", "operation", "attempt"],
+                name="one_ledger_row_per_attempt",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service}.{self.operation} #{self.attempt}: {self.outcome}"
+
+
+class Reservation(models.Model):
+    class State(models.TextChoices):
+        RESERVED = "reserved"
+        COMMITTED = "committed"
+        RELEASED = "released"
+
+    key = models.CharField(max_length=100, unique=True)
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="reservations")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT)
+    quantity = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RESERVED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.product_id} for order {self.order_id}: {self.state}"
+
+
+class Charge(models.Model):
+    key = models.CharField(max_length=100, unique=True)
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="charges")
+    payment_id = models.CharField(max_length=64, unique=True)
+    amount_cents = models.PositiveIntegerField()
+    refunded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        refunded = " (refunded)" if self.refunded_at else ""
+        return f"{self.payment_id} {format_cents(self.amount_cents)}{refunded}"
+
+
+class Shipment(models.Model):
+    key = models.CharField(max_length=100, unique=True)
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="shipments")
+    tracking_number = models.CharField(max_length=64, unique=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.tracking_number
+
+
+class Message(models.Model):
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        SMS = "sms"
+
+    key = models.CharField(max_length=100, unique=True)
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="messages")
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    recipient = models.CharField(max_length=200)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.recipient}"

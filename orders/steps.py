@@ -1,0 +1,99 @@
+"""The one writer of step records: every attempt, compensation and finish goes through here.
+
+Activities, compensations, the workflow's finish and the plain script all call
+`record_step` (and `record_outcome` at the end). Each write also moves the order's
+`updated_at`, the signature the live hub watches, last: a change the hub sees is complete.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
+
+from orders.contract import OrderStatus, StepState
+from orders.models import Order, OrderStep
+
+# States an attempt records; the saga's verdicts (compensated, skipped) come with the finish.
+ATTEMPT_STATES = (StepState.RUNNING, StepState.RETRYING, StepState.COMPLETED, StepState.FAILED)
+
+
+def record_step(
+    order_id: int,
+    step: str,
+    state: str,
+    *,
+    attempt: int | None = None,
+    error: str | None = None,
+    result: str | None = None,
+) -> bool:
+    """Record what one attempt (or the saga) did to a step; False when it was too late.
+
+    An attempt that timed out may still end after its successor started: an older
+    attempt never overwrites what a newer one wrote. The order turns running with its
+    first attempt (and never leaves a final status).
+    """
+    now = timezone.now()
+    fields: dict[str, object] = {"state": state}
+    steps = OrderStep.objects.filter(order_id=order_id, name=step)
+    if attempt is not None:
+        fields["attempts"] = attempt
+        steps = steps.filter(attempts__lte=attempt)
+    if state == StepState.RUNNING:
+        fields["started_at"] = now
+    elif state == StepState.COMPLETED:
+        fields["finished_at"] = now
+    if error is not None:
+        fields["last_error"] = error
+    if result is not None:
+        fields["result"] = result
+    if not steps.update(**fields):
+        return False
+    _touch(order_id, running=state in ATTEMPT_STATES)
+    return True
+
+
+def touch_order(order_id: int) -> None:
+    """Something moved without changing a step (a compensation's ledger row, the plain
+    script still alive during a pause): let the hub know."""
+    _touch(order_id, running=False)
+
+
+def record_outcome(
+    order_id: int,
+    status: str,
+    *,
+    step_states: dict[str, str] | None = None,
+    payment_id: str = "",
+    tracking_number: str = "",
+    warnings: list[str] | None = None,
+    error: str = "",
+) -> None:
+    """The order's end: each step's final state first, then the status.
+
+    The hub reads a final status as "nothing changes any more", so the steps must
+    already say how it ended.
+    """
+    for step, state in (step_states or {}).items():
+        OrderStep.objects.filter(order_id=order_id, name=step).update(state=state)
+    now = timezone.now()
+    Order.objects.filter(pk=order_id).update(
+        status=status,
+        payment_id=payment_id,
+        tracking_number=tracking_number,
+        warnings=warnings or [],
+        failure_reason=error,
+        finished_at=now,
+        updated_at=now,
+    )
+
+
+def _touch(order_id: int, *, running: bool) -> None:
+    fields: dict[str, object] = {"updated_at": timezone.now()}
+    if running:
+        # In the same statement: an order with an attempt under way is running, unless
+        # it has already ended (a late attempt of a cancelled order).
+        fields["status"] = Case(
+            When(~Q(status__in=OrderStatus.final()), then=Value(OrderStatus.RUNNING)),
+            default=F("status"),
+        )
+    Order.objects.filter(pk=order_id).update(**fields)
