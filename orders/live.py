@@ -151,6 +151,11 @@ class Hub:
         return await self.refresh_worker()
 
     # The loop -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """The loop runs while anything is watched, and only then."""
+        return self._loop_task is not None and not self._loop_task.done()
+
     def _ensure_running(self) -> None:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._run())

@@ -193,8 +193,8 @@ def test_it_lists_the_ledger_and_the_switches(admin_client, orders):
         error="Sms Service Unavailable",
     )
 
-    ledger = admin_client.get(reverse("admin:orders_servicecall_changelist"), {"q": "Sms"})
-    switches = admin_client.get(reverse("admin:orders_serviceswitch_changelist"))
+    ledger = admin_client.get(reverse("admin:simulator_servicecall_changelist"), {"q": "Sms"})
+    switches = admin_client.get(reverse("admin:simulator_serviceswitch_changelist"))
 
     assert ledger.status_code == switches.status_code == 200
     assert [call.error for call in ledger.context["cl"].result_list] == ["Sms Service Unavailable"]

@@ -100,7 +100,7 @@ async def test_two_sockets_on_one_order_share_one_poller(live_temporal, catalogu
         await receive_until(second, rf'id="order-{order.pk}"')
         assert list(hub.orders) == [order.pk]
         assert hub.orders[order.pk].watchers == 2
-        assert hub.orders_task is not None and not hub.orders_task.done()
+        assert hub.running
         # Both see the same pushed update from the single poller.
         pattern = r'data-step="shipping" data-state="retrying"'
         await receive_until(first, pattern)
@@ -147,12 +147,11 @@ async def test_disconnecting_the_last_watcher_stops_the_poller(live_temporal, ca
     order = await sync_to_async(place_order)(await sync_to_async(order_data)())
     communicator = await connect(f"/ws/orders/{order.pk}/")
     await receive_until(communicator, rf'id="order-{order.pk}"')
-    task = hub.orders_task
+    assert hub.running
     await communicator.disconnect()
     await asyncio.sleep(0.2)
     assert order.pk not in hub.orders
-    assert task.cancelled() or task.done()
-    assert hub.orders_task is None
+    assert not hub.running
 
 
 async def test_a_closed_order_is_not_polled(live_temporal, catalogue):
@@ -209,7 +208,7 @@ async def test_board_socket_shows_new_orders_and_switch_flips(live_temporal, cat
         await receive_until(communicator, rf'id="order-{order.pk}"')
     finally:
         await communicator.disconnect()
-    assert hub.board is None and hub.status is None
+    assert (hub.board_watchers, hub.status_watchers, hub.running) == (0, 0, False)
 
 
 async def test_board_socket_reports_the_worker_down_when_none_polls(

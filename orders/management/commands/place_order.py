@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from orders.contract import OrderStatus, Step
+from orders.contract import RETRY_TABLE, OrderStatus, Step
 from orders.forms import OrderForm
 from orders.models import Order, OrderStep
 from orders.placement import place_order
@@ -124,7 +124,7 @@ class Command(BaseCommand):
             wait_s = max(0.0, (pending.next_attempt_at - timezone.now()).total_seconds())
             self.stdout.write(
                 f"  retry: {pending.step} attempt {pending.attempt} of"
-                f" {pending.maximum_attempts or '∞'} in {wait_s:.1f}s"
+                f" {RETRY_TABLE[pending.step].maximum_attempts or '∞'} in {wait_s:.1f}s"
                 f" (last error: {pending.last_failure})"
             )
 
