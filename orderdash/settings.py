@@ -152,6 +152,13 @@ TEMPORAL_UI_URL = os.getenv(
 ).rstrip("/")
 # How long a page waits on Temporal before saying it is unreachable (seconds).
 TEMPORAL_RPC_TIMEOUT = envfloat("TEMPORAL_RPC_TIMEOUT", "2")
+# How long placing an order waits for Temporal to take it; past that the order stays
+# queued and the starter starts it when Temporal answers.
+TEMPORAL_START_WAIT = envfloat("TEMPORAL_START_WAIT", "1")
+# An order queued longer than this makes `audit` fail: the starter should have started it.
+QUEUED_LIMIT_SECONDS = envint("QUEUED_LIMIT_SECONDS", "600")
+# How often the starter looks for queued orders, and reconciles running ones with Temporal.
+STARTER_EVERY_SECONDS = envfloat("STARTER_EVERY_SECONDS", "2")
 # Put before every workflow id (`order-<n>`): databases sharing one Temporal namespace
 # (test databases, a staging copy) then never collide on an order number.
 TEMPORAL_WORKFLOW_ID_PREFIX = os.getenv("TEMPORAL_WORKFLOW_ID_PREFIX", "")

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.conf import settings
+from django.utils import timezone
+
 from orders.contract import SERVICES, OrderStatus
-from orders.models import Order
+from orders.models import Engine, Order
 from orders.simulator.models import Charge, Message, Reservation, ServiceCall, Shipment
 
 
@@ -152,7 +155,23 @@ def audit_order(
             problems.append("stock never released")
     elif order.is_lost:
         problems.append(audit.lost_summary)
+    problems.extend(_start_problems(order))
     return audit
+
+
+def _start_problems(order: Order) -> list[str]:
+    """An order Temporal should run that it never got: the one loss retries cannot fix."""
+    if order.engine != Engine.TEMPORAL or order.workflow_id:
+        return []
+    if order.status == OrderStatus.QUEUED:
+        waited = (timezone.now() - order.created_at).total_seconds()
+        limit = settings.QUEUED_LIMIT_SECONDS
+        if waited > limit:
+            return [f"queued for {waited / 60:.0f} min, past the {limit / 60:g} min limit"]
+        return []
+    if order.status == OrderStatus.STOPPED:
+        return []  # said so already: Temporal refused or lost it
+    return ["never started in Temporal, and not queued to start"]
 
 
 def orders_that_do_not_add_up(orders: list[Order]) -> list[int]:

@@ -28,7 +28,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         hub.watch_status()
-        await self.send(text_data=render_status(await hub.current_worker()))
+        worker = await hub.current_worker()
+        await self.send(text_data=await database_sync_to_async(render_status)(worker))
 
     async def leave(self) -> None:
         for group in getattr(self, "groups_joined", []):

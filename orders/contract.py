@@ -23,17 +23,28 @@ def workflow_id_for(order_id: int, prefix: str = "") -> str:
 
 
 class OrderStatus(TextChoices):
+    # Accepted and saved; Temporal has not been reached yet. The starter starts it.
+    QUEUED = "queued"
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
     COMPLETED_WITH_WARNINGS = "completed_with_warnings", "completed with warnings"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Temporal closed or lost the workflow (terminated, timed out, gone) before it finished
+    # the order: nothing will move it any more.
+    STOPPED = "stopped", "stopped in Temporal"
 
     @classmethod
     def final(cls) -> tuple[OrderStatus, ...]:
         """Statuses nothing changes any more."""
-        return (cls.COMPLETED, cls.COMPLETED_WITH_WARNINGS, cls.FAILED, cls.CANCELLED)
+        return (
+            cls.COMPLETED,
+            cls.COMPLETED_WITH_WARNINGS,
+            cls.FAILED,
+            cls.CANCELLED,
+            cls.STOPPED,
+        )
 
 
 class StepState(TextChoices):

@@ -311,7 +311,7 @@ class Hub:
         return self.worker
 
     async def _publish_status(self) -> None:
-        html = render_status(await self.refresh_worker())
+        html = await database_sync_to_async(render_status)(await self.refresh_worker())
         if html != self._status_html:
             await get_channel_layer().group_send(STATUS_GROUP, {"type": "send.html", "html": html})
             self._status_html = html

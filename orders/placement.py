@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
-from orders.contract import STEPS, OrderInput
+from orders.contract import STEPS, OrderInput, OrderStatus
 from orders.models import Engine, Order, OrderStep
 from orders.simulator.models import Product
-from orders.temporal import TemporalUnavailable, order_workflow_id, start_order_workflow
+from orders.temporal import (
+    TemporalUnavailable,
+    WorkflowIdTaken,
+    order_workflow_id,
+    start_order_workflow,
+)
 
 log = logging.getLogger(__name__)
 
 
 def create_order(cleaned: dict) -> Order:
+    """Save the order and its steps in one transaction. A Temporal order is saved queued
+    before anything asks Temporal: whatever dies after this, the starter finds it."""
     product: Product = cleaned["product"]
+    engine = cleaned.get("engine") or Engine.TEMPORAL
     with transaction.atomic():
         order = Order.objects.create(
             customer_name=cleaned["customer_name"],
@@ -26,7 +37,8 @@ def create_order(cleaned: dict) -> Order:
             product=product,
             quantity=cleaned["quantity"],
             amount_cents=product.price_cents * cleaned["quantity"],
-            engine=cleaned.get("engine") or Engine.TEMPORAL,
+            engine=engine,
+            status=OrderStatus.QUEUED if engine == Engine.TEMPORAL else OrderStatus.PENDING,
         )
         OrderStep.objects.bulk_create(
             OrderStep(order=order, name=name, position=i) for i, name in enumerate(STEPS)
@@ -47,19 +59,43 @@ def order_input(order: Order) -> OrderInput:
     )
 
 
-async def start_workflow(order: Order) -> Order:
-    """Start the order's workflow; if Temporal is away, say why on the order instead."""
+async def start_workflow(order: Order, *, wait: float | None = None) -> Order:
+    """Start a queued order's workflow, waiting at most `wait` seconds for Temporal.
+
+    The order is already saved as queued, so nothing is lost when Temporal is away or
+    slow: the order stays queued, says why, and the starter (orders/starter.py) starts it
+    when Temporal answers. A start that went through meanwhile is adopted then.
+    """
     workflow_id = order_workflow_id(order.pk)
+    wait = settings.TEMPORAL_START_WAIT if wait is None else wait
+    # The product may need loading: the input is built where the ORM may run.
+    started_with = await sync_to_async(order_input)(order)
+    start = start_order_workflow(started_with, workflow_id, order.created_at.isoformat())
     try:
-        await start_order_workflow(order_input(order), workflow_id)
-    except TemporalUnavailable as exc:
-        log.warning("Order %s not started: %s", order.pk, exc)
-        order.start_error = f"Not started: {exc}"
-        await order.asave(update_fields=["start_error", "updated_at"])
+        await asyncio.wait_for(start, wait)
+    except (TemporalUnavailable, TimeoutError) as exc:
+        reason = str(exc) or f"Temporal did not answer within {wait:g}s"
+        log.warning("Order %s queued: %s", order.pk, reason)
+        order.start_error = f"Queued: {reason}"
+        await Order.objects.filter(pk=order.pk).aupdate(
+            start_error=order.start_error, updated_at=timezone.now()
+        )
         return order
-    order.workflow_id = workflow_id
-    order.start_error = ""
-    await order.asave(update_fields=["workflow_id", "start_error", "updated_at"])
+    except WorkflowIdTaken as exc:
+        order.status, order.failure_reason = OrderStatus.STOPPED, str(exc)
+        await Order.objects.filter(pk=order.pk).aupdate(
+            status=order.status, failure_reason=order.failure_reason, updated_at=timezone.now()
+        )
+        return order
+    order.workflow_id, order.start_error = workflow_id, ""
+    # Only a queued order turns pending: its first attempt may have made it running already.
+    await Order.objects.filter(pk=order.pk, status=OrderStatus.QUEUED).aupdate(
+        status=OrderStatus.PENDING
+    )
+    await Order.objects.filter(pk=order.pk).aupdate(
+        workflow_id=workflow_id, start_error="", updated_at=timezone.now()
+    )
+    await order.arefresh_from_db(fields=["status"])
     return order
 
 

@@ -161,8 +161,7 @@ def source_of(order: Order, temporal: TemporalView | None, *, worker_up: bool) -
     if order.is_final or order.is_lost:
         return Source.FINAL
     if order.engine == Engine.PLAIN or not order.workflow_id:
-        # Not started yet (the database is all there is), or could not be started.
-        return Source.FINAL if order.start_error else Source.PLAIN
+        return Source.PLAIN  # the plain script, or queued: the database is all there is
     if temporal is not None and not temporal.reachable:
         return Source.NO_TEMPORAL
     if temporal is not None and temporal.state and temporal.state.status != "RUNNING":

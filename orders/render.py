@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from django.template.loader import render_to_string
 
+from orders.contract import OrderStatus
 from orders.models import Order
 from orders.progress import OrderSnapshot
 from orders.simulator.models import MODE_HELP, Mode, ServiceSwitch
@@ -42,7 +43,11 @@ def _ledger_key(snapshot: OrderSnapshot) -> tuple:
 
 
 def render_status(worker: str) -> str:
-    return render_to_string("orders/partials/worker_status.html", {"worker": worker, "oob": True})
+    """The header's worker pill and banners, with the number of orders still queued."""
+    queued = Order.objects.filter(status=OrderStatus.QUEUED).count()
+    return render_to_string(
+        "orders/partials/worker_status.html", {"worker": worker, "queued": queued, "oob": True}
+    )
 
 
 def board_context() -> dict:

@@ -7,6 +7,7 @@ the life of the process; management commands and sync views get a fresh one per 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
 )
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -79,10 +81,18 @@ def rpc_timeout() -> timedelta:
     return timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT)
 
 
-START_TIMEOUT = timedelta(seconds=10)  # placing an order may wait longer than a page view
+class WorkflowIdTaken(Exception):
+    """Temporal holds a workflow under this id that another order started."""
 
 
-async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
+async def start_order_workflow(order: OrderInput, workflow_id: str, placed_at: str) -> None:
+    """Start the order's workflow exactly once.
+
+    The id is the order's and a second start of it is refused, running or closed, so a
+    start that already went through (its answer lost, or another starter first) is
+    adopted, never doubled. `placed_at`, kept in the workflow's memo, tells our order's
+    workflow from one another database started under the same id.
+    """
     client = await get_client()
     try:
         await client.start_workflow(
@@ -90,19 +100,30 @@ async def start_order_workflow(order: OrderInput, workflow_id: str) -> None:
             order,
             id=workflow_id,
             task_queue=settings.TEMPORAL_TASK_QUEUE,
-            rpc_timeout=START_TIMEOUT,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            memo={"placed_at": placed_at},
+            static_summary=f"Order #{order.order_id}: {order.quantity} × {order.sku}",
+            rpc_timeout=rpc_timeout(),
         )
     except WorkflowAlreadyStartedError as exc:
-        # Orders are started once, so this is someone else's workflow under our id.
-        raise TemporalUnavailable(
-            f"Temporal already runs a workflow {workflow_id}; was the dashboard's database"
-            " reset while Temporal kept its history?"
+        if await _placed_at(client, workflow_id) == placed_at:
+            return
+        raise WorkflowIdTaken(
+            f"Temporal already holds another order's workflow {workflow_id}; was the"
+            " dashboard's database reset while Temporal kept its history?"
         ) from exc
     except RPCError as exc:
         # The start may have gone through even though its answer did not come back.
-        if await describe_order(workflow_id) is not None:
-            return
-        raise TemporalUnavailable(f"Temporal refused to start {workflow_id}: {exc}") from exc
+        with contextlib.suppress(RPCError):
+            if await _placed_at(client, workflow_id) == placed_at:
+                return
+        raise TemporalUnavailable(f"Temporal did not start {workflow_id}: {exc}") from exc
+
+
+async def _placed_at(client: Client, workflow_id: str) -> str:
+    description = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=rpc_timeout())
+    return str(await description.memo_value("placed_at", ""))
 
 
 @dataclass

@@ -168,7 +168,7 @@ def test_it_shows_an_orders_steps_ledger_errors_and_temporal_link(admin_client, 
 def test_it_says_not_started_instead_of_a_temporal_link(admin_client, keyboard, settings):
     settings.TEMPORAL_UI_URL = "http://temporal-ui.test:8080"
     order = new_order(
-        keyboard, "Offline Olga", "olga@example.com", start_error="Not started: no Temporal"
+        keyboard, "Offline Olga", "olga@example.com", start_error="Queued: no Temporal"
     )
 
     response = admin_client.get(reverse("admin:orders_order_change", args=[order.pk]))
@@ -176,7 +176,7 @@ def test_it_says_not_started_instead_of_a_temporal_link(admin_client, keyboard, 
     page = response.content.decode()
     assert response.status_code == 200
     assert "not started" in page
-    assert "Not started: no Temporal" in page
+    assert "Queued: no Temporal" in page
     assert "temporal-ui.test" not in page
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from asgiref.sync import async_to_sync
 
@@ -102,13 +104,21 @@ def test_quantity_beyond_what_is_available_is_refused(client, catalogue):
     assert not Order.objects.exists()
 
 
-def test_placing_an_order_while_temporal_is_down_says_so(client, catalogue, temporal_down):
+def test_an_order_placed_while_temporal_is_down_is_queued_within_a_second(
+    client, catalogue, temporal_down
+):
+    started = time.monotonic()
     response = client.post("/orders/new/", GOOD_ORDER, headers={"HX-Request": "true"})
+    assert time.monotonic() - started < 1.5
     order = Order.objects.get()
     assert response.status_code == 200
-    assert order.workflow_id == ""
-    assert order.start_error.startswith("Not started: Temporal is not reachable")
-    assert "not started" in response.content.decode()
+    assert (order.status, order.workflow_id) == ("queued", "")
+    assert order.start_error.startswith("Queued: Temporal is not reachable")
+    flash = response.content.decode()
+    assert f"#{order.pk}</a> queued: it is saved and starts by itself" in flash
+    page = client.get(f"/orders/{order.pk}/").content.decode()
+    assert 'data-order-status="queued"' in page and 'data-queued="true"' in page
+    assert 'data-queued="1"' in client.get("/").content.decode()  # the banner counts it
 
 
 def test_pages_still_render_when_temporal_is_unreachable(client, catalogue, temporal_down):
@@ -119,7 +129,7 @@ def test_pages_still_render_when_temporal_is_unreachable(client, catalogue, temp
     assert 'data-worker="down"' in dashboard
     detail = client.get(f"/orders/{order.pk}/")
     assert detail.status_code == 200
-    assert 'data-order-status="pending"' in detail.content.decode()
+    assert 'data-order-status="queued"' in detail.content.decode()
 
 
 def test_flipping_a_switch_applies_it_and_returns_the_panel(client, catalogue):
@@ -170,7 +180,7 @@ def test_a_non_numeric_order_url_is_a_404_too(client, catalogue):
     assert client.get("/orders/abc/").status_code == 404
 
 
-def test_a_workflow_id_already_taken_in_temporal_is_reported_not_adopted(
+def test_a_workflow_id_another_order_holds_in_temporal_is_reported_not_adopted(
     client, live_temporal, catalogue
 ):
     # As after the dashboard's database was reset while Temporal kept its history: the
@@ -198,7 +208,34 @@ def test_a_workflow_id_already_taken_in_temporal_is_reported_not_adopted(
     async_to_sync(start_someone_elses_workflow)()
     async_to_sync(start_workflow)(order)
     order.refresh_from_db()
-    assert order.workflow_id == ""
-    assert f"Temporal already runs a workflow {taken}" in order.start_error
+    assert (order.status, order.workflow_id) == ("stopped", "")
+    assert f"Temporal already holds another order's workflow {taken}" in order.failure_reason
     page = client.get(f"/orders/{order.pk}/").content.decode()
-    assert f"Temporal already runs a workflow {taken}" in page
+    assert f"Temporal already holds another order&#x27;s workflow {taken}" in page
+    assert 'data-order-status="stopped"' in page
+
+
+def test_a_start_that_already_went_through_is_adopted_not_doubled(client, live_temporal, catalogue):
+    order = create_order(
+        {
+            "product": catalogue["MS-02"],
+            "quantity": 1,
+            "customer_name": "Margaret Hamilton",
+            "email": "margaret@example.com",
+            "address": "11 Apollo Street",
+        }
+    )
+
+    async def run_id() -> str:
+        temporal = await get_client()
+        return (await temporal.get_workflow_handle(order_workflow_id(order.pk)).describe()).run_id
+
+    async_to_sync(start_workflow)(order)
+    first_run = async_to_sync(run_id)()
+    # As if that start's answer had been lost: the order still looks queued.
+    Order.objects.filter(pk=order.pk).update(status="queued", workflow_id="")
+    order.refresh_from_db()
+    async_to_sync(start_workflow)(order)
+    order.refresh_from_db()
+    assert order.workflow_id == order_workflow_id(order.pk) and order.status != "queued"
+    assert async_to_sync(run_id)() == first_run

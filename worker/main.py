@@ -39,6 +39,7 @@ async def run_worker() -> None:
     from django.conf import settings
     from temporalio.worker import Worker
 
+    from orders.starter import run_starter
     from worker.activities import ALL_ACTIVITIES
     from worker.workflows import OrderWorkflow
 
@@ -68,7 +69,10 @@ async def run_worker() -> None:
             os.getpid(),
         )
         async with worker:
+            # Queued orders start from here, so they start whenever the stack runs.
+            starter = asyncio.create_task(run_starter(stop))
             await stop.wait()
+            await starter
             log.info("Worker stopping: finishing the activities in hand")
 
 

@@ -18,6 +18,8 @@ STATE_ICONS = {
     "compensated": "↺",
 }
 STATUS_ICONS = {
+    "queued": "◷",
+    "stopped": "■",
     "pending": "○",
     "running": "◐",
     "completed": "✓",
@@ -38,10 +40,6 @@ def status_badge(order: Order) -> str:
         return format_html(
             '<span class="badge status-lost" data-lost="true">✖ {}</span>',
             audit_order(order).lost_summary,
-        )
-    if order.start_error:
-        return format_html(
-            '<span class="badge status-failed" title="{}">✖ not started</span>', order.start_error
         )
     return format_html(
         '<span class="badge status-{}">{} {}</span>',

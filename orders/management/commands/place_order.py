@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 
 from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError
@@ -20,6 +20,20 @@ from orders.temporal import TemporalUnavailable, describe_order
 POLL_INTERVAL_S = 0.2
 # Exit codes: 0 completed, 2 completed with warnings, 1 anything else.
 EXIT_CODES = {OrderStatus.COMPLETED: 0, OrderStatus.COMPLETED_WITH_WARNINGS: 2}
+
+
+MAX_WAIT_S = 86_400
+
+
+def _seconds(value: str) -> float:
+    """A waiting time: a plain number of seconds, from 1 s to a day."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 1 <= seconds <= MAX_WAIT_S:  # also refuses nan and inf
+        raise ArgumentTypeError(f"must be from 1 to {MAX_WAIT_S} seconds, not {value}")
+    return seconds
 
 
 class Command(BaseCommand):
@@ -41,7 +55,10 @@ class Command(BaseCommand):
             "--wait", action="store_true", help="follow every step and retry until the order ends"
         )
         parser.add_argument(
-            "--timeout", type=float, default=600, help="give up waiting after this many seconds"
+            "--timeout",
+            type=_seconds,
+            default=600,
+            help="give up waiting after this many seconds (1 to 86400)",
         )
 
     def handle(self, *args: object, **options: object) -> None:
@@ -62,23 +79,28 @@ class Command(BaseCommand):
             )
             raise CommandError(f"Order not placed. {problems}")
         order = place_order(form.cleaned_data)
-        if order.start_error:
-            # start_error reads "Not started: <why>"; mid-sentence it needs a small n.
-            reason = order.start_error[:1].lower() + order.start_error[1:]
-            raise CommandError(f"Order #{order.pk} saved but {reason}")
-        runner = f"workflow {order.workflow_id}" if order.workflow_id else "the plain script"
-        self.stdout.write(
-            f"Order #{order.pk} placed: {order.quantity} × {order.product.sku}, {order.amount},"
-            f" run by {runner}"
-        )
+        if order.status == OrderStatus.STOPPED:
+            raise CommandError(f"Order #{order.pk} saved but not started: {order.failure_reason}")
+        if order.status == OrderStatus.QUEUED:
+            reason = order.start_error.removeprefix("Queued: ")
+            self.stdout.write(
+                f"Order #{order.pk} queued: {reason}. It is saved and starts by itself as soon"
+                " as Temporal answers (a running worker starts it)."
+            )
+        else:
+            runner = f"workflow {order.workflow_id}" if order.workflow_id else "the plain script"
+            self.stdout.write(
+                f"Order #{order.pk} placed: {order.quantity} × {order.product.sku},"
+                f" {order.amount}, run by {runner}"
+            )
         if not options["wait"]:
             return
-        status = asyncio.run(self._follow(order.pk, order.workflow_id, options["timeout"]))
+        status = asyncio.run(self._follow(order.pk, options["timeout"]))
         code = EXIT_CODES.get(status, 1)
         if code:
             raise SystemExit(code)
 
-    async def _follow(self, order_id: int, workflow_id: str, timeout: float) -> str:
+    async def _follow(self, order_id: int, timeout: float) -> str:
         seen_calls = 0
         step_states: dict[str, str] = {}
         announced_retries: set[tuple[str, int]] = set()
@@ -95,9 +117,9 @@ class Command(BaseCommand):
                     step_states[step.name] = step.state
                     result = f" ({step.result})" if step.result else ""
                     self.stdout.write(f"{Step(step.name).label}: {step.state}{result}")
-            if workflow_id:
-                await self._announce_retries(workflow_id, announced_retries)
             order = await Order.objects.aget(pk=order_id)
+            if order.workflow_id:
+                await self._announce_retries(order.workflow_id, announced_retries)
             if order.is_final:
                 self._report(order)
                 return order.status

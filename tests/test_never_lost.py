@@ -1,0 +1,150 @@
+"""An accepted order is never lost: queued while Temporal is away, started when it is back,
+and an order whose workflow Temporal stopped says so instead of "running" for ever."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.management import call_command
+from django.db import connection
+
+from orderdash.loopback import dev_server_command, free_port
+from orders import starter
+from orders.audit import audit_order
+from orders.models import Order
+from orders.placement import place_order
+from orders.simulator.models import Product
+from orders.temporal import get_client, order_workflow_id
+from tests.conftest import set_switch, wait_until_serving
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD_ORDER = {
+    "product": "MS-02",
+    "quantity": "1",
+    "customer_name": "Margaret Hamilton",
+    "email": "margaret@example.com",
+    "phone": "+1 555 0142",
+    "address": "11 Apollo Street",
+}
+
+
+def wait_for_status(order: Order, statuses: tuple[str, ...], timeout: float) -> Order:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        order.refresh_from_db()
+        if order.status in statuses:
+            return order
+        time.sleep(0.2)
+    raise AssertionError(f"order {order.pk} still {order.status} after {timeout}s")
+
+
+def start_dev_server(port: int) -> subprocess.Popen:
+    server = subprocess.Popen(dev_server_command(port), stdout=subprocess.DEVNULL)
+    wait_until_serving(f"127.0.0.1:{port}")
+    return server
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_placed_while_temporal_is_down_starts_when_it_returns(client, catalogue, settings):
+    port = free_port()
+    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{port}"
+    settings.TEMPORAL_TASK_QUEUE = f"queued-{uuid.uuid4()}"
+    env = os.environ | {
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "TEMPORAL_ADDRESS": settings.TEMPORAL_ADDRESS,
+        "TEMPORAL_TASK_QUEUE": settings.TEMPORAL_TASK_QUEUE,
+        "TEMPORAL_WORKFLOW_ID_PREFIX": settings.TEMPORAL_WORKFLOW_ID_PREFIX,
+        "STARTER_EVERY_SECONDS": "0.5",
+    }
+    stop(start_dev_server(port))  # Temporal was here, and went away
+
+    started = time.monotonic()
+    response = client.post("/orders/new/", GOOD_ORDER, headers={"HX-Request": "true"})
+    assert time.monotonic() - started < 1.5
+    order = Order.objects.get()
+    assert (response.status_code, order.status, order.workflow_id) == (200, "queued", "")
+
+    # The worker (its starter with it) runs while Temporal is still away, then Temporal
+    # comes back: the order starts by itself and goes all the way.
+    worker = subprocess.Popen([sys.executable, "-m", "worker", "--once"], cwd=ROOT, env=env)
+    try:
+        time.sleep(1)
+        server = start_dev_server(port)
+        try:
+            order = wait_for_status(order, ("completed",), timeout=60)
+        finally:
+            stop(worker)
+            stop(server)
+    finally:
+        if worker.poll() is None:
+            stop(worker)
+    assert order.workflow_id == order_workflow_id(order.pk)
+    assert order.start_error == ""
+    assert audit_order(order).adds_up
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audit_fails_for_an_order_queued_past_the_limit_or_never_started(catalogue, settings):
+    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"  # nothing listens there
+    product = Product.objects.get(sku="KB-01")
+    fields = {
+        "product": product,
+        "quantity": 1,
+        "customer_name": "Offline Olga",
+        "email": "olga@example.com",
+        "address": "1 Nowhere Lane",
+    }
+    queued = place_order(fields)
+    call_command("audit", stdout=io.StringIO())  # queued within the limit: fine
+
+    settings.QUEUED_LIMIT_SECONDS = 0
+    time.sleep(0.01)
+    with pytest.raises(SystemExit):
+        call_command("audit", stdout=io.StringIO())
+    assert any("queued for" in p for p in audit_order(queued).problems)
+
+    Order.objects.filter(pk=queued.pk).update(status="running")  # neither started nor queued
+    queued.refresh_from_db()
+    assert audit_order(queued).problems == ["never started in Temporal, and not queued to start"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_whose_workflow_was_terminated_becomes_stopped(
+    live_temporal, catalogue, monkeypatch
+):
+    set_switch("shipping", "down")
+    order = place_order(
+        {
+            "product": Product.objects.get(sku="KB-01"),
+            "quantity": 1,
+            "customer_name": "Terminated Tom",
+            "email": "tom@example.com",
+            "address": "2 Harbor Road",
+        }
+    )
+    wait_for_status(order, ("running",), timeout=20)
+
+    async def terminate() -> None:
+        temporal = await get_client()
+        await temporal.get_workflow_handle(order.workflow_id).terminate(reason="test")
+
+    async_to_sync(terminate)()
+    monkeypatch.setattr(starter, "QUIET_FOR", starter.timedelta(0))
+    assert async_to_sync(starter.reconcile_in_flight)() == 1
+    order.refresh_from_db()
+    assert order.status == "stopped"
+    assert f"reports it as terminated for workflow {order.workflow_id}" in order.failure_reason
+    assert async_to_sync(starter.reconcile_in_flight)() == 0  # once only
