@@ -77,6 +77,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "orders.access.DemoOrLoginRequiredMiddleware",
 ]
 
 ROOT_URLCONF = "orderdash.urls"
@@ -181,7 +182,13 @@ PORT = envint("PORT", "8000")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
-LOGIN_URL = "admin:login"
+# Demo mode: anyone may place orders, flip switches and act, and the page says so. Off:
+# every page and socket needs a login, and acting needs the "operators" group. Unset, it
+# follows DEBUG: on for `make run`, off in production (docker compose sets it off too).
+DEMO_MODE = envbool("DEMO_MODE", "true" if DEBUG else "false")
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "orders:dashboard"
+LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -6,11 +6,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from orders.access import may_watch
 from orders.live import BOARD_GROUP, STATUS_GROUP, hub, order_group
 from orders.models import Order
 from orders.render import render_board, render_status
 
 # Close codes in the 4000 range are ours; htmx does not reconnect after them.
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
@@ -46,12 +48,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def send_html(self, event: dict) -> None:
         await self.send(text_data=event["html"])
 
+    async def refuse_strangers(self) -> bool:
+        """Outside demo mode only logged-in users watch; say so and close for the others."""
+        if may_watch(self.scope["user"]):
+            return False
+        await self.send(text_data=live_error("Log in to see live updates."))
+        await self.close(code=CLOSE_FORBIDDEN)
+        return True
+
 
 class BoardConsumer(LiveConsumer):
     """/ws/orders/: the order list, the switches and the worker status."""
 
     async def connect(self) -> None:
         await self.accept()
+        if await self.refuse_strangers():
+            return
         await self.join(STATUS_GROUP, BOARD_GROUP)
         hub.watch_board()
         for html in await _board_snapshot():
@@ -70,6 +82,8 @@ class OrderConsumer(LiveConsumer):
 
     async def connect(self) -> None:
         await self.accept()
+        if await self.refuse_strangers():
+            return
         order_id = self.scope["url_route"]["kwargs"]["order_id"]
         if not await Order.objects.filter(pk=order_id).aexists():
             await self.send(text_data=live_error(f"There is no order #{order_id}."))

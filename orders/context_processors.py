@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.http import HttpRequest
 
+from orders.access import may_act
 from orders.contract import OrderStatus
 from orders.models import Order
 
@@ -11,4 +12,6 @@ def temporal_links(request: HttpRequest) -> dict[str, object]:
         "temporal_namespace": settings.TEMPORAL_NAMESPACE,
         # The header's banner counts the orders still waiting for Temporal.
         "queued": Order.objects.filter(status=OrderStatus.QUEUED).count(),
+        "demo_mode": settings.DEMO_MODE,
+        "may_act": may_act(request.user),
     }

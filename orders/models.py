@@ -58,6 +58,9 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [
+            ("operate_orders", "Can place orders, flip switches and act on orders"),
+        ]
 
     def __str__(self) -> str:
         return f"Order #{self.pk} ({self.customer_name})"

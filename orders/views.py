@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from orders.access import operators_only
 from orders.forms import OrderForm, SwitchForm, apply_switch
 from orders.models import Engine, Order
 from orders.placement import place_comparison, place_order
@@ -38,6 +39,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@operators_only
 def place(request: HttpRequest) -> HttpResponse:
     form = OrderForm(request.POST, copies=2 if "compare" in request.POST else 1)
     if not form.is_valid():
@@ -57,6 +59,7 @@ def place(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@operators_only
 def set_switch(request: HttpRequest, service: str) -> HttpResponse:
     data = request.POST.copy()
     data["service"] = service

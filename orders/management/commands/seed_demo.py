@@ -1,5 +1,6 @@
 """Seed the catalogue, the five switches (healthy) and a demo admin; safe to run again."""
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -28,7 +29,9 @@ class Command(BaseCommand):
         for service in SERVICES:
             ServiceSwitch.objects.get_or_create(service=service)
         users = get_user_model().objects
-        if not users.filter(is_superuser=True).exists():
+        # Only in demo mode: anywhere else the first user comes from createsuperuser, and
+        # a known password would open the dashboard and the admin to anyone.
+        if settings.DEMO_MODE and not users.filter(is_superuser=True).exists():
             users.create_superuser(DEMO_USERNAME, "admin@example.com", DEMO_PASSWORD)
             self.stdout.write(f"Demo admin created: {DEMO_USERNAME} / {DEMO_PASSWORD}")
         self.stdout.write(
