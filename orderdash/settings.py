@@ -153,6 +153,10 @@ TEMPORAL_UI_URL = os.getenv(
 ).rstrip("/")
 # How long a page waits on Temporal before saying it is unreachable (seconds).
 TEMPORAL_RPC_TIMEOUT = envfloat("TEMPORAL_RPC_TIMEOUT", "2")
+# Orders of this amount or more wait, their stock reserved, for an operator's approval.
+APPROVAL_THRESHOLD_CENTS = envint("APPROVAL_THRESHOLD_CENTS", "100000")
+# Nobody decided within this long: the order is rejected (and undone), with that reason.
+APPROVAL_TIMEOUT_SECONDS = envint("APPROVAL_TIMEOUT_SECONDS", "3600")
 # How long placing an order waits for Temporal to take it; past that the order stays
 # queued and the starter starts it when Temporal answers.
 TEMPORAL_START_WAIT = envfloat("TEMPORAL_START_WAIT", "1")

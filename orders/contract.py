@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 
 WORKFLOW_NAME = "OrderWorkflow"
 PROGRESS_QUERY = "progress"
+DECIDE_UPDATE = "decide"  # an operator approves or rejects an order waiting for approval
 
 
 def workflow_id_for(order_id: int, prefix: str = "") -> str:
@@ -27,10 +28,13 @@ class OrderStatus(TextChoices):
     QUEUED = "queued"
     PENDING = "pending"
     RUNNING = "running"
+    # Its amount needs an operator's approval; its stock is reserved meanwhile.
+    AWAITING_APPROVAL = "awaiting_approval", "awaiting approval"
     COMPLETED = "completed"
     COMPLETED_WITH_WARNINGS = "completed_with_warnings", "completed with warnings"
     FAILED = "failed"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # by an operator; what was done is undone
+    REJECTED = "rejected"  # approval refused, or no decision before the deadline; undone
     # Temporal closed or lost the workflow (terminated, timed out, gone) before it finished
     # the order: nothing will move it any more.
     STOPPED = "stopped", "stopped in Temporal"
@@ -43,6 +47,7 @@ class OrderStatus(TextChoices):
             cls.COMPLETED_WITH_WARNINGS,
             cls.FAILED,
             cls.CANCELLED,
+            cls.REJECTED,
             cls.STOPPED,
         )
 
@@ -51,6 +56,7 @@ class StepState(TextChoices):
     PENDING = "pending"
     RUNNING = "running"
     RETRYING = "retrying"
+    PAUSED = "paused"  # an operator paused its retries
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -174,6 +180,26 @@ class OrderInput:
     email: str
     phone: str
     address: str
+    # Decided when the order is placed, so the workflow never reads the dashboard's settings.
+    needs_approval: bool = False
+    approval_timeout_s: float = 0
+
+
+@dataclass
+class Decision:
+    """An operator's answer to an order waiting for approval (the `decide` update)."""
+
+    approve: bool
+    by: str
+    reason: str = ""
+
+
+@dataclass
+class StatusRequest:
+    """A status the workflow reports on its own (waiting for approval)."""
+
+    order_id: int
+    status: str
 
 
 @dataclass

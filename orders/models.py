@@ -6,6 +6,7 @@ simulator app below this one.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -52,6 +53,9 @@ class Order(models.Model):
     tracking_number = models.CharField(max_length=64, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     failure_reason = models.TextField(blank=True)
+    # Set by the first operator who asks: a second one at the same moment is told, and
+    # the workflow is asked to cancel once.
+    cancel_requested_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -115,3 +119,45 @@ class OrderStep(models.Model):
         so the attempt the page announces is n + 1.
         """
         return self.attempts + 1 if self.state == StepState.RETRYING else self.attempts
+
+
+class Action(models.TextChoices):
+    """What an operator can do; the values are the page's data-action hooks."""
+
+    CANCEL = "cancel"
+    APPROVE = "approve"
+    REJECT = "reject"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RETRY_NOW = "retry-now"
+    SWITCH = "switch"  # a service's failure switch flipped
+
+
+class OperatorAction(models.Model):
+    """Who did what, when and why: every action on an order and every switch flipped.
+
+    Temporal keeps no record of a pause or a resume; this does, refused attempts too.
+    """
+
+    action = models.CharField(max_length=16, choices=Action.choices, db_index=True)
+    actor = models.CharField(max_length=150, help_text="The user, or who ran the command.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    order = models.ForeignKey(
+        Order, null=True, blank=True, on_delete=models.CASCADE, related_name="actions"
+    )
+    step = models.CharField(max_length=16, blank=True, choices=Step.choices)
+    service = models.CharField(max_length=16, blank=True)
+    reason = models.TextField(blank=True)
+    accepted = models.BooleanField(help_text="False: refused, and nothing changed.")
+    message = models.TextField(help_text="What the operator was told.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        target = f"order #{self.order_id}" if self.order_id else self.service
+        verdict = "" if self.accepted else " (refused)"
+        return f"{self.actor}: {self.action} {target}{verdict}"

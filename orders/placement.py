@@ -48,6 +48,8 @@ def create_order(cleaned: dict) -> Order:
 
 def order_input(order: Order) -> OrderInput:
     return OrderInput(
+        needs_approval=order.amount_cents >= settings.APPROVAL_THRESHOLD_CENTS,
+        approval_timeout_s=settings.APPROVAL_TIMEOUT_SECONDS,
         order_id=order.pk,
         sku=order.product.sku,
         quantity=order.quantity,

@@ -17,7 +17,7 @@ from django.db.models import TextChoices
 
 from orders.audit import OrderAudit, OrderEffects, audit_order
 from orders.contract import OrderProgress, StepState
-from orders.models import Engine, Order, OrderStep
+from orders.models import Engine, OperatorAction, Order, OrderStep
 from orders.simulator.models import ServiceCall
 from orders.step_state import Recorded, StepView, step_view
 from orders.temporal import TemporalUnavailable, WorkflowState, describe_order, query_progress
@@ -44,6 +44,7 @@ class OrderRecord:
     steps: list[OrderStep]
     calls: list[ServiceCall]
     audit: OrderAudit
+    history: list[OperatorAction] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +65,12 @@ class OrderSnapshot:
     calls: list[ServiceCall] = field(default_factory=list)
     audit: OrderAudit | None = None
     workflow_status: str = ""  # Temporal's word for the workflow, when it was asked
+    history: list[OperatorAction] = field(default_factory=list)  # operators' actions
+
+    @property
+    def may_cancel(self) -> bool:
+        order = self.order
+        return order.engine == Engine.TEMPORAL and not order.is_final and not order.is_lost
 
     @property
     def current_step(self) -> StepView | None:
@@ -100,7 +107,7 @@ def in_flight_on_temporal(order: Order) -> bool:
 
 
 def load_orders(order_ids: Iterable[int]) -> dict[int, OrderRecord]:
-    """Everything a snapshot needs from the database, for many orders in seven queries.
+    """Everything a snapshot needs from the database, for many orders in eight queries.
 
     Grouped by hand rather than with prefetch_related, which builds a queryset per order
     and relation: for the hub's batches that bookkeeping cost more than the queries.
@@ -116,8 +123,17 @@ def load_orders(order_ids: Iterable[int]) -> dict[int, OrderRecord]:
     for call in ServiceCall.objects.filter(order_id__in=ids).order_by("id"):
         calls[call.order_id].append(call)
     effects = OrderEffects.of_orders(ids)
+    history: dict[int, list[OperatorAction]] = {pk: [] for pk in ids}
+    for action in OperatorAction.objects.filter(order_id__in=ids).order_by("-id"):
+        history[action.order_id].append(action)
     return {
-        pk: OrderRecord(order, steps[pk], calls[pk], audit_order(order, calls[pk], effects[pk]))
+        pk: OrderRecord(
+            order,
+            steps[pk],
+            calls[pk],
+            audit_order(order, calls[pk], effects[pk]),
+            history[pk],
+        )
         for pk, order in orders.items()
     }
 
@@ -197,6 +213,7 @@ def snapshot_of(
         calls=record.calls,
         audit=record.audit,
         workflow_status=state.status if state else "",
+        history=record.history,
     )
 
 

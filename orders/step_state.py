@@ -12,7 +12,8 @@ Three sources each know part of a step:
 `step_view` decides between them with three rules, in this order:
 
 1. a step the workflow has finished shows the workflow's verdict;
-2. else describe's pending activity, when it is not older than what the database saw;
+2. else describe's pending activity: paused if an operator paused it, or what it says
+   when it is not older than what the database saw;
 3. else what the database recorded.
 
 It is a pure function: tests/test_step_state.py lists every combination.
@@ -53,6 +54,7 @@ class PendingAttempt:
     last_failure: str = ""
     next_attempt_at: datetime | None = None  # set while it waits out a backoff
     running: bool = False  # a worker has started this attempt
+    paused: bool = False  # an operator paused it: no attempt starts until resumed
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,15 @@ def step_view(
     retrying = recorded.state == StepState.RETRYING
     # A failed attempt that will be retried announces the next one, as Temporal counts.
     announced = recorded.attempt + 1 if retrying else recorded.attempt
+    if pending is not None and pending.paused and recorded.state not in FINISHED_BY_WORKFLOW:
+        # Paused waits where it was: the attempt the database announced comes on resume.
+        return StepView(
+            name,
+            StepState.PAUSED,
+            max(pending.attempt, announced),
+            last_error=pending.last_failure or recorded.last_error,
+            result=recorded.result,
+        )
     if pending is not None and _newer(pending, recorded, announced):
         return StepView(
             name,

@@ -58,6 +58,12 @@ def touch_order(order_id: int) -> None:
     _touch(order_id, running=False)
 
 
+def record_status(order_id: int, status: str) -> None:
+    """A status the workflow reports while it runs (waiting for approval, and back)."""
+    open_order = Order.objects.filter(pk=order_id).exclude(status__in=OrderStatus.final())
+    open_order.update(status=status, updated_at=timezone.now())
+
+
 def record_outcome(
     order_id: int,
     status: str,

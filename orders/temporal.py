@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from django.conf import settings
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    PauseActivityRequest,
+    UnpauseActivityRequest,
+)
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -29,8 +35,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orders.contract import (
     ACTIVITY_STEPS,
+    DECIDE_UPDATE,
     PROGRESS_QUERY,
+    STEP_ACTIVITIES,
     WORKFLOW_NAME,
+    Decision,
     OrderInput,
     OrderProgress,
     workflow_id_for,
@@ -150,21 +159,20 @@ async def describe_order(workflow_id: str) -> WorkflowState | None:
     return WorkflowState(status=status.name, pending=[p for p in pending if p.step])
 
 
-def _pending_attempt(activity: object) -> PendingAttempt:
+def _pending_attempt(activity: PendingActivityInfo) -> PendingAttempt:
     next_at = None
-    if activity.HasField("next_attempt_schedule_time"):  # type: ignore[attr-defined]
+    if activity.HasField("next_attempt_schedule_time"):
         # ToDatetime() is naive UTC.
-        next_at = activity.next_attempt_schedule_time.ToDatetime().replace(tzinfo=UTC)  # type: ignore[attr-defined]
-    last_failure = ""
-    if activity.HasField("last_failure"):  # type: ignore[attr-defined]
-        last_failure = activity.last_failure.message  # type: ignore[attr-defined]
+        next_at = activity.next_attempt_schedule_time.ToDatetime().replace(tzinfo=UTC)
+    last_failure = activity.last_failure.message if activity.HasField("last_failure") else ""
     return PendingAttempt(
-        step=ACTIVITY_STEPS.get(activity.activity_type.name, ""),  # type: ignore[attr-defined]
-        attempt=activity.attempt,  # type: ignore[attr-defined]
+        step=ACTIVITY_STEPS.get(activity.activity_type.name, ""),
+        attempt=activity.attempt,
         last_failure=last_failure,
         next_attempt_at=next_at,
         # Scheduled but not started means waiting for a worker, not running.
-        running=activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,  # type: ignore[attr-defined]
+        running=activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,
+        paused=activity.paused,
     )
 
 
@@ -215,3 +223,55 @@ async def query_progress(workflow_id: str) -> OrderProgress | None:
         )
     except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
         return None
+
+
+# --- what operators do to a workflow ---------------------------------------------------
+# Pausing and resuming a pending activity write no workflow history: the dashboard keeps
+# its own record of who did it and why (orders/actions.py).
+
+
+def _execution(workflow_id: str) -> WorkflowExecution:
+    return WorkflowExecution(workflow_id=workflow_id)
+
+
+async def pause_step(workflow_id: str, step: str, *, identity: str, reason: str) -> None:
+    """No attempt of the step starts until it is resumed (one in flight runs to its end)."""
+    client = await get_client()
+    await client.workflow_service.pause_activity(
+        PauseActivityRequest(
+            namespace=settings.TEMPORAL_NAMESPACE,
+            execution=_execution(workflow_id),
+            identity=identity,
+            type=STEP_ACTIVITIES[step],
+            reason=reason,
+        ),
+        timeout=rpc_timeout(),
+    )
+
+
+async def resume_step(workflow_id: str, step: str, *, identity: str) -> None:
+    """Resume a paused step where it was: same attempt count, next attempt at once."""
+    client = await get_client()
+    await client.workflow_service.unpause_activity(
+        UnpauseActivityRequest(
+            namespace=settings.TEMPORAL_NAMESPACE,
+            execution=_execution(workflow_id),
+            identity=identity,
+            type=STEP_ACTIVITIES[step],
+        ),
+        timeout=rpc_timeout(),
+    )
+
+
+async def cancel_order_workflow(workflow_id: str) -> None:
+    """Ask the workflow to cancel: it undoes what was done and ends `cancelled`."""
+    client = await get_client()
+    await client.get_workflow_handle(workflow_id).cancel(rpc_timeout=rpc_timeout())
+
+
+async def decide_order(workflow_id: str, decision: Decision) -> None:
+    """Approve or reject an order waiting for approval; the workflow refuses otherwise."""
+    client = await get_client()
+    await client.get_workflow_handle(workflow_id).execute_update(
+        DECIDE_UPDATE, decision, rpc_timeout=rpc_timeout()
+    )

@@ -8,5 +8,6 @@ urlpatterns = [
     path("orders/new/", views.place, name="place"),
     path("orders/<int:pk>/", views.detail, name="detail"),
     path("orders/<int:pk>/compare/", views.compare, name="compare"),
+    path("orders/<int:pk>/actions/<str:action>/", views.order_action, name="action"),
     path("services/<str:service>/", views.set_switch, name="switch"),
 ]

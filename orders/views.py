@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asgiref.sync import async_to_sync
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from orders.access import operators_only
+from orders.actions import act, record_switch
 from orders.forms import OrderForm, SwitchForm, apply_switch
 from orders.models import Engine, Order
 from orders.placement import place_comparison, place_order
@@ -65,7 +67,9 @@ def set_switch(request: HttpRequest, service: str) -> HttpResponse:
     data["service"] = service
     form = SwitchForm(data)
     if form.is_valid():
-        apply_switch(form.cleaned_data)
+        switch = apply_switch(form.cleaned_data)
+        actor = request.user.get_username() or "anonymous (demo mode)"
+        record_switch(service, switch.summary, actor=actor, user=request.user)
     elif not request.htmx:
         return render(request, "orders/switch_error.html", {"form": form}, status=400)
     if not request.htmx:
@@ -98,3 +102,25 @@ def compare(request: HttpRequest, pk: int) -> HttpResponse:
         for order_id in (temporal.pk, temporal.compare_with_id)
     ]
     return render(request, "orders/compare.html", {"snapshots": snapshots, "worker": worker})
+
+
+@require_POST
+@operators_only
+def order_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """An operator's action on an order (cancel, approve, pause …); the page updates live."""
+    order = get_object_or_404(Order, pk=pk)
+    result = act(
+        order,
+        action,
+        actor=request.user.get_username() or "anonymous (demo mode)",
+        user=request.user,
+        reason=request.POST.get("reason", "")[:500],
+        step=request.POST.get("step", ""),
+    )
+    status = 200 if result.accepted else 409
+    if request.htmx:
+        context = {"result": result}
+        return render(request, "orders/partials/action_result.html", context, status=status)
+    level = messages.SUCCESS if result.accepted else messages.ERROR
+    messages.add_message(request, level, result.message)
+    return redirect("orders:detail", pk=order.pk)

@@ -139,9 +139,9 @@ def test_loading_many_orders_costs_the_same_queries_as_one(
             outcome=Outcome.OK,
             idempotency_key=f"k-{other.pk}",
         )
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         one = load_orders([order.pk])
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         many = load_orders([order.pk, *(o.pk for o in others)])
     assert len(one) == 1 and len(many) == 10
     assert [c.service for c in many[order.pk].calls] == ["inventory"]

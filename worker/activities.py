@@ -14,9 +14,9 @@ from django.db import close_old_connections
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from orders.contract import FinishRequest, StepRequest, StepResult, StepState
+from orders.contract import FinishRequest, StatusRequest, StepRequest, StepResult, StepState
 from orders.simulator import services
-from orders.steps import record_outcome, record_step, touch_order
+from orders.steps import record_outcome, record_status, record_step, touch_order
 
 
 @contextmanager
@@ -178,6 +178,12 @@ def finish_order(request: FinishRequest) -> None:
         )
 
 
+@activity.defn(name="record_status")
+def report_status(request: StatusRequest) -> None:
+    with _fresh_connection():
+        record_status(request.order_id, request.status)
+
+
 def _order_key(request: StepRequest) -> str:
     # Keys look like "<workflow id>:<operation>[:undo]"; workflow ids hold no colon.
     return request.idempotency_key.split(":", 1)[0]
@@ -206,4 +212,5 @@ ALL_ACTIVITIES = [
     refund_payment,
     cancel_shipping,
     finish_order,
+    report_status,
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -18,16 +19,19 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from orders.contract import (
+        DECIDE_UPDATE,
         PROGRESS_QUERY,
         RETRY_TABLE,
         STEP_ACTIVITIES,
         STEPS,
         WORKFLOW_NAME,
+        Decision,
         FinishRequest,
         OrderInput,
         OrderOutcome,
         OrderProgress,
         OrderStatus,
+        StatusRequest,
         StepProgress,
         StepRequest,
         StepResult,
@@ -40,6 +44,10 @@ COMPENSATIONS = {
     "payment": "refund_payment",
     "shipping": "cancel_shipping",
 }
+
+
+class OrderRejected(Exception):
+    """An operator refused the order, or nobody decided before the deadline."""
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -63,6 +71,27 @@ class OrderWorkflow:
         self._status = OrderStatus.RUNNING
         self._steps = {name: StepProgress(name=name) for name in STEPS}
         self._warnings: list[str] = []
+        self._awaiting_approval = False
+        self._decision: Decision | None = None
+
+    @workflow.update(name=DECIDE_UPDATE)
+    async def decide(self, decision: Decision) -> str:
+        if self._decision is not None:
+            # Two operators at once: both passed the validator in one workflow task.
+            verdict = "approved" if self._decision.approve else "rejected"
+            raise ApplicationError(
+                f"Order #{self._order_id} was already {verdict} by {self._decision.by}."
+            )
+        self._decision = decision
+        return "approved" if decision.approve else "rejected"
+
+    @decide.validator
+    def only_while_waiting(self, decision: Decision) -> None:
+        # Refused here, the update never reaches history: nothing changes.
+        if not self._awaiting_approval or self._decision is not None:
+            raise ValueError(
+                f"Order #{self._order_id} is not waiting for approval (it is {self._status})."
+            )
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> OrderProgress:
@@ -89,6 +118,8 @@ class OrderWorkflow:
         outcome = OrderOutcome(order_id=order.order_id, status=OrderStatus.RUNNING)
         try:
             await self._step("inventory", request)
+            if order.needs_approval:
+                await self._await_approval(order)
             outcome.payment_id = (await self._step("payment", request)).reference
             await self._step("commit", request)
             outcome.tracking_number = (await self._step("shipping", request)).reference
@@ -104,6 +135,10 @@ class OrderWorkflow:
             outcome.error = "Cancelled"
             await self._undo(request)
             return await self._finish(outcome, OrderStatus.CANCELLED)
+        except OrderRejected as rejected:
+            outcome.error = str(rejected)
+            await self._undo(request)
+            return await self._finish(outcome, OrderStatus.REJECTED)
         status = OrderStatus.COMPLETED_WITH_WARNINGS if self._warnings else OrderStatus.COMPLETED
         return await self._finish(outcome, status)
 
@@ -132,6 +167,37 @@ class OrderWorkflow:
         step.result = result.reference
         step.error = ""
         return result
+
+    async def _await_approval(self, order: OrderInput) -> None:
+        """Hold the order, its stock reserved, until an operator decides or time runs out."""
+        self._status, self._awaiting_approval = OrderStatus.AWAITING_APPROVAL, True
+        await self._report_status(OrderStatus.AWAITING_APPROVAL)
+        deadline = timedelta(seconds=order.approval_timeout_s)
+        try:
+            await workflow.wait_condition(lambda: self._decision is not None, timeout=deadline)
+        except TimeoutError:
+            self._decision = Decision(
+                approve=False,
+                by="the deadline",
+                reason=f"no decision within {_duration(deadline)}",
+            )
+        finally:
+            self._awaiting_approval = False
+        decision = self._decision
+        if not decision.approve:
+            why = f": {decision.reason}" if decision.reason else ""
+            raise OrderRejected(f"Rejected by {decision.by}{why}")
+        self._status = OrderStatus.RUNNING
+        await self._report_status(OrderStatus.RUNNING)
+
+    async def _report_status(self, status: str) -> None:
+        policy = RETRY_TABLE["compensation"]
+        await workflow.execute_activity(
+            "record_status",
+            StatusRequest(order_id=self._order_id, status=status),
+            start_to_close_timeout=policy.start_to_close,
+            retry_policy=policy.retry_policy(),
+        )
 
     async def _notify(self, request: StepRequest) -> None:
         # Email and SMS go out together. Email is part of the promise; SMS is a courtesy,
@@ -196,3 +262,12 @@ class OrderWorkflow:
         # Derived from the workflow id: the same on every retry and after every crash.
         operation = {"inventory": "reserve", "payment": "charge", "shipping": "ship"}
         return f"{workflow.info().workflow_id}:{operation.get(step, step)}"
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"

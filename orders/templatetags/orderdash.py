@@ -1,9 +1,11 @@
 """Small display helpers: every state reads as a word and an icon, not only a colour."""
 
 from django import template
+from django.conf import settings
 from django.utils.html import format_html
 
 from orders.audit import audit_order
+from orders.contract import format_cents
 from orders.models import Order
 
 register = template.Library()
@@ -46,4 +48,15 @@ def status_badge(order: Order) -> str:
         order.status,
         STATUS_ICONS.get(order.status, "?"),
         order.get_status_display(),
+    )
+
+
+@register.simple_tag
+def approval_policy() -> str:
+    """The approval rule in force, in words (the page and the hub's fragments alike)."""
+    minutes = settings.APPROVAL_TIMEOUT_SECONDS / 60
+    deadline = f"{minutes / 60:g} h" if minutes >= 60 else f"{minutes:g} min"
+    return (
+        f"Orders of {format_cents(settings.APPROVAL_THRESHOLD_CENTS)} or more wait for an"
+        f" operator's approval; with no decision within {deadline} they are rejected."
     )

@@ -4,6 +4,7 @@ from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
 
+from orders.actions import record_switch, terminal_user
 from orders.contract import SERVICES
 from orders.forms import SwitchForm, apply_switch
 from orders.simulator.models import Mode, ServiceSwitch
@@ -48,4 +49,5 @@ class Command(BaseCommand):
                 }.get(field, "")
                 problems.append(f"{field}: {' '.join(errors)}{hint}")
             raise CommandError("; ".join(problems))
-        apply_switch(form.cleaned_data)
+        switch = apply_switch(form.cleaned_data)
+        record_switch(switch.service, switch.summary, actor=terminal_user())
