@@ -25,16 +25,19 @@ def workflow_id_for(order_id: int, prefix: str = "") -> str:
 
 class OrderStatus(TextChoices):
     # Accepted and saved; Temporal has not been reached yet. The starter starts it.
-    QUEUED = "queued"
-    PENDING = "pending"
-    RUNNING = "running"
+    QUEUED = "queued", "queued"
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
     # Its amount needs an operator's approval; its stock is reserved meanwhile.
     AWAITING_APPROVAL = "awaiting_approval", "awaiting approval"
-    COMPLETED = "completed"
+    COMPLETED = "completed", "completed"
     COMPLETED_WITH_WARNINGS = "completed_with_warnings", "completed with warnings"
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # by an operator; what was done is undone
-    REJECTED = "rejected"  # approval refused, or no decision before the deadline; undone
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"  # by an operator; what was done is undone
+    REJECTED = (
+        "rejected",
+        "rejected",
+    )  # approval refused, or no decision before the deadline; undone
     # Temporal closed or lost the workflow (terminated, timed out, gone) before it finished
     # the order: nothing will move it any more.
     STOPPED = "stopped", "stopped in Temporal"
