@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from orders.audit import audit_order, orders_that_do_not_add_up
-from orders.models import Order, OrderStep
+from orders.models import OperatorAction, Order, OrderStep
 from orders.simulator.models import Charge, Message, Reservation, ServiceCall, Shipment
 from orders.temporal import workflow_ui_url
 
@@ -168,3 +168,20 @@ class OrderAdmin(admin.ModelAdmin):
             workflow_ui_url(order.workflow_id),
             order.workflow_id,
         )
+
+
+@admin.register(OperatorAction)
+class OperatorActionAdmin(admin.ModelAdmin):
+    """Who did what: read-only, so the record cannot be rewritten afterwards."""
+
+    list_display = ["created_at", "actor", "action", "order", "step", "service", "accepted"]
+    list_filter = ["action", "accepted"]
+    search_fields = ["actor", "=order__id", "reason", "message"]
+    list_select_related = ["order"]
+    raw_id_fields = ["order", "user"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
