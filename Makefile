@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench bench-throughput clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/live_latency.py
+
+# Orders per second through the whole stack against the bare SDK; BENCH_ORDERS=N (300).
+bench-throughput: $(STAMP)
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

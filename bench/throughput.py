@@ -1,0 +1,244 @@
+"""Throughput, `make bench-throughput` (BENCH_ORDERS=N, default 300), on one Temporal dev server:
+
+1. bare SDK: N workflows of six no-op activities (bench/bare_workflow.py), all started at once
+   on a worker in this process; rate = N / (first start → last result);
+2. the stack: daphne and one worker process on a throwaway SQLite; N orders POSTed to
+   /orders/new/ as the page does; rate = N / (first POST → every order final in SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from orderdash.loopback import dev_server_command, free_port, run_manage, wait_for_port  # noqa: E402
+
+BIN = Path(sys.executable).parent
+N = int(os.getenv("BENCH_ORDERS", "300"))
+WARMUP = 5
+HTTP_CLIENTS = 8
+ACTIVITY_THREADS = 32  # as worker/main.py
+DEADLINE_S = 60 + N  # for each timed run to finish; a healthy one needs a fraction of it
+FINAL = "'completed','completed_with_warnings','failed','cancelled'"
+ORDER_FORM = urllib.parse.urlencode(
+    {"product": "CB-04", "quantity": 1, "customer_name": "Bench", "email": "bench@example.com"}
+    | {"phone": "+44 20 7946 0000", "address": "1 Loopback Lane", "engine": "temporal"}
+).encode()
+POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true"}
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+# The one place that knows the product model's import path.
+RAISE_STOCK = (
+    "from orders.models import Product; Product.objects.filter(sku='CB-04').update(stock=100000)"
+)
+SETUP = (("migrate", "--no-input", "-v0"), ("seed_demo",), ("shell", "-c", RAISE_STOCK))
+
+
+def wait_until_serving(address: str, timeout: float = 30) -> None:
+    """The port opens before the frontend is ready (as tests/conftest.py)."""
+    health = [str(BIN / "temporal"), "operator", "cluster", "health", "--address", address]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(health, capture_output=True, timeout=10).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"Temporal at {address} not serving after {timeout}s")
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    utime, stime = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+class Stack:
+    """Child processes with logs in a temp dir, and the bench SQLite file read directly."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.db_path = workdir, workdir / "bench.sqlite3"
+        self.temporal_port, self.web_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.temporal_port}"
+        self.env = os.environ | {
+            "DJANGO_SETTINGS_MODULE": "orderdash.settings",
+            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            "ORDERDASH_VAR_DIR": str(workdir),
+            "TEMPORAL_ADDRESS": self.address,
+            "TEMPORAL_TASK_QUEUE": f"bench-{uuid.uuid4()}",
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(40),
+            "LOG_LEVEL": "WARNING",
+        }
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.db: sqlite3.Connection | None = None
+
+    def spawn(self, name: str, *args: str) -> None:
+        with (self.workdir / f"{name}.log").open("ab") as out:
+            self.processes[name] = subprocess.Popen(
+                args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def cpu(self, since: dict[str, float] | None = None) -> dict[str, float]:
+        """CPU seconds of this process ("bench") and of each child, less `since`."""
+        pids = {"bench": "self"} | {name: p.pid for name, p in self.processes.items()}
+        return {name: cpu_seconds(pid) - (since or {}).get(name, 0) for name, pid in pids.items()}
+
+    def sql(self, query: str, *params: object) -> tuple:
+        """The first row of a query on the bench database."""
+        return self.db.execute(query, params).fetchone()
+
+    def close(self, failed: bool) -> None:
+        if self.db is not None:
+            self.db.close()
+        for process in reversed(self.processes.values()):  # worker, daphne, then Temporal
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        for name in self.processes if failed else ():
+            lines = (self.workdir / f"{name}.log").read_text(errors="replace").splitlines()
+            print(f"--- last lines of {name}.log ---", *lines[-20:], sep="\n", file=sys.stderr)
+
+
+async def bare_sdk(stack: Stack, n: int) -> tuple[float, dict[str, float]]:
+    """Seconds and CPU seconds for n bare workflows on a worker in this process, warmed up."""
+    from bare_workflow import STEPS, BareWorkflow, noop
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    client = await Client.connect(stack.address)
+    queue = f"bare-{uuid.uuid4()}"
+
+    async def run(count: int) -> None:
+        start = client.execute_workflow
+        ids = [f"{queue}-{uuid.uuid4()}" for _ in range(count)]
+        await asyncio.gather(*(start(BareWorkflow.run, STEPS, id=i, task_queue=queue) for i in ids))
+
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        options = {"activity_executor": executor, "max_concurrent_activities": ACTIVITY_THREADS}
+        async with Worker(
+            client, task_queue=queue, workflows=[BareWorkflow], activities=[noop], **options
+        ):
+            await run(WARMUP)
+            cpu, started = stack.cpu(), time.monotonic()
+            await run(n)
+            return time.monotonic() - started, stack.cpu(since=cpu)
+
+
+def request(port: int, path: str, body: bytes | None = None, headers: dict | None = None):
+    """GET, or POST with a body, on a connection of its own; raises on a 4xx or 5xx."""
+    url = urllib.request.Request(f"http://127.0.0.1:{port}{path}", body, headers or {})
+    with HTTP.open(url, timeout=30) as response:
+        response.read()
+    return response
+
+
+def place_and_wait(stack: Stack, count: int) -> tuple[int, float]:
+    """POST count orders, wait until all are final: (the last id before them, seconds)."""
+    cookie = SimpleCookie()  # as the page: the CSRF cookie from GET /, sent back with its token
+    for header in request(stack.web_port, "/").headers.get_all("Set-Cookie") or []:
+        cookie.load(header)
+    token = cookie["csrftoken"].value
+    headers = POST_HEADERS | {"Cookie": f"csrftoken={token}", "X-CSRFToken": token}
+    post = (stack.web_port, "/orders/new/", ORDER_FORM, headers)
+    (before,) = stack.sql("SELECT coalesce(max(id), 0) FROM orders_order")
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=HTTP_CLIENTS) as pool:
+        list(pool.map(lambda _: request(*post), range(count)))
+    while stack.sql(f"SELECT count(*) FROM orders_order WHERE status NOT IN ({FINAL})")[0]:
+        if time.monotonic() - started > DEADLINE_S:
+            raise RuntimeError(f"orders not all final after {DEADLINE_S}s")
+        time.sleep(0.25)
+    elapsed = time.monotonic() - started
+    placed, bad = stack.sql(
+        "SELECT count(*), total(status IN ('failed','cancelled') OR start_error != '')"
+        " FROM orders_order WHERE id > ?",
+        before,
+    )
+    if placed != count or bad:
+        raise RuntimeError(f"{placed} of {count} orders placed; {bad:.0f} failed or not started")
+    return before, elapsed
+
+
+def diagnostics(stack: Stack, after: int) -> list[str]:
+    """The ledger (orders_servicecall) of the orders after id `after`: rows, time, retries."""
+    rows, call_ms, row_s, max_row_s, retried, retries, replayed, errors = stack.sql(
+        "SELECT count(*), avg(duration_ms), avg(s), max(s),"
+        " count(DISTINCT iif(attempt > 1, order_id, NULL)), total(attempt > 1),"
+        " total(attempt > 1 AND outcome = 'replayed'), total(outcome = 'error') FROM (SELECT *,"
+        " 86400 * (julianday(created_at) - julianday(started_at)) AS s FROM orders_servicecall"
+        " WHERE order_id > ?)",
+        after,
+    )
+    return [
+        f"ledger rows per order: {rows / N:.2f}; service call avg {call_ms:.0f} ms;"
+        f" attempt start → its ledger row avg {row_s:.2f} s, max {max_row_s:.1f} s",
+        f"orders with a step tried more than once: {retried}; retry rows: {retries:.0f},"
+        f" {replayed:.0f} of them replayed (effect already done); error rows: {errors:.0f}",
+    ]
+
+
+def per_run(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds / N * 1000:.0f} ms" for name, seconds in cpu.items())
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="orderdash-throughput-"))
+    stack, failed = Stack(workdir), True
+    try:
+        print(f"N={N}; Temporal on {stack.address}; migrating a fresh SQLite", flush=True)
+        stack.spawn("temporal", *dev_server_command(stack.temporal_port))
+        for args in SETUP:
+            if (done := run_manage(stack.env, *args)).returncode:
+                raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stdout}{done.stderr}")
+        stack.db = sqlite3.connect(stack.db_path, timeout=10, isolation_level=None)
+        wait_for_port(stack.temporal_port)
+        wait_until_serving(stack.address)
+        print("bare SDK: warm-up, then timed", flush=True)
+        bare_s, bare_cpu = asyncio.run(asyncio.wait_for(bare_sdk(stack, N), DEADLINE_S))
+
+        print("stack: daphne and one worker; warm-up, then timed", flush=True)
+        web = ("-b", "127.0.0.1", "-p", str(stack.web_port), "orderdash.asgi:application")
+        stack.spawn("daphne", str(BIN / "daphne"), *web)
+        stack.spawn("worker", sys.executable, "-m", "worker", "--once")
+        wait_for_port(stack.web_port)
+        place_and_wait(stack, WARMUP)
+        cpu = stack.cpu()
+        after, stack_s = place_and_wait(stack, N)
+        cpu = stack.cpu(since=cpu)
+
+        bare_rate, stack_rate = N / bare_s, N / stack_s
+        report = [
+            f"bare SDK, 6 no-op activities: {N} in {bare_s:.1f} s = {bare_rate:.1f}/s",
+            f"stack, POST → all final in SQLite: {N} in {stack_s:.1f} s = {stack_rate:.2f}/s",
+            f"stack / bare: {stack_rate / bare_rate:.3f}",
+            f"CPU per bare workflow: {per_run(bare_cpu)} (bench = client + worker)",
+            f"CPU per order: {per_run(cpu)} (bench = HTTP clients + polling);"
+            f" worker busy {cpu['worker'] / stack_s:.0%} of a core",
+            *diagnostics(stack, after),
+        ]
+        print(f"\nThroughput, N={N} ({os.cpu_count()} CPUs)", *report, sep="\n  ")
+        failed = False
+    finally:
+        stack.close(failed)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
