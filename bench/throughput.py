@@ -43,7 +43,8 @@ POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "HX-Request
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 # The one place that knows the product model's import path.
 RAISE_STOCK = (
-    "from orders.models import Product; Product.objects.filter(sku='CB-04').update(stock=100000)"
+    "from orders.simulator.models import Product;"
+    " Product.objects.filter(sku='CB-04').update(stock=100000)"
 )
 SETUP = (("migrate", "--no-input", "-v0"), ("seed_demo",), ("shell", "-c", RAISE_STOCK))
 
@@ -176,12 +177,12 @@ def place_and_wait(stack: Stack, count: int) -> tuple[int, float]:
 
 
 def diagnostics(stack: Stack, after: int) -> list[str]:
-    """The ledger (orders_servicecall) of the orders after id `after`: rows, time, retries."""
+    """The ledger (simulator_servicecall) of the orders after id `after`: rows, time, retries."""
     rows, call_ms, row_s, max_row_s, retried, retries, replayed, errors = stack.sql(
         "SELECT count(*), avg(duration_ms), avg(s), max(s),"
         " count(DISTINCT iif(attempt > 1, order_id, NULL)), total(attempt > 1),"
         " total(attempt > 1 AND outcome = 'replayed'), total(outcome = 'error') FROM (SELECT *,"
-        " 86400 * (julianday(created_at) - julianday(started_at)) AS s FROM orders_servicecall"
+        " 86400 * (julianday(created_at) - julianday(started_at)) AS s FROM simulator_servicecall"
         " WHERE order_id > ?)",
         after,
     )

@@ -7,6 +7,8 @@ admin shows every attempt even though Temporal keeps only the last failure.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -27,6 +29,34 @@ def _fresh_connection() -> Iterator[None]:
         yield
     finally:
         close_old_connections()
+
+
+HEARTBEAT_EVERY_S = 0.5
+
+
+@contextmanager
+def _heartbeating() -> Iterator[None]:
+    """Heartbeat from beside the attempt for as long as it runs.
+
+    The heartbeat timeout is there to notice a dead worker within seconds. An attempt
+    that waits its turn at the database (SQLite takes one writer at a time) is alive,
+    and must not be mistaken for a dead one: a thread of its own keeps heartbeating,
+    in the attempt's activity context, while the attempt's thread waits or works.
+    """
+    context = contextvars.copy_context()
+    done = threading.Event()
+
+    def pump() -> None:
+        while not done.wait(HEARTBEAT_EVERY_S):
+            context.run(activity.heartbeat)
+
+    pumping = threading.Thread(target=pump, name="heartbeat", daemon=True)
+    pumping.start()
+    try:
+        yield
+    finally:
+        done.set()
+        pumping.join()
 
 
 def _context(request: StepRequest) -> services.CallContext:
@@ -51,7 +81,7 @@ def run_step(
     step: str, request: StepRequest, call: Callable[[services.CallContext], str]
 ) -> StepResult:
     """Run one attempt of an order step, keeping its database record in line."""
-    with _fresh_connection():
+    with _fresh_connection(), _heartbeating():
         ctx = _context(request)
         record_step(request.order_id, step, StepState.RUNNING, attempt=ctx.attempt)
         try:
@@ -84,7 +114,7 @@ def run_compensation(
     request: StepRequest, call: Callable[[services.CallContext], str]
 ) -> StepResult:
     """Undo a step. Its record is updated by `finish_order` once the saga is through."""
-    with _fresh_connection():
+    with _fresh_connection(), _heartbeating():
         ctx = _context(request)
         try:
             reference = call(ctx)
