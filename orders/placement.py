@@ -8,6 +8,7 @@ import logging
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from orders.contract import STEPS, OrderInput, OrderStatus
@@ -90,12 +91,15 @@ async def start_workflow(order: Order, *, wait: float | None = None) -> Order:
         )
         return order
     order.workflow_id, order.start_error = workflow_id, ""
-    # Only a queued order turns pending: its first attempt may have made it running already.
-    await Order.objects.filter(pk=order.pk, status=OrderStatus.QUEUED).aupdate(
-        status=OrderStatus.PENDING
-    )
     await Order.objects.filter(pk=order.pk).aupdate(
-        workflow_id=workflow_id, start_error="", updated_at=timezone.now()
+        workflow_id=workflow_id,
+        start_error="",
+        updated_at=timezone.now(),
+        # Only a queued order turns pending: its first attempt may have run already.
+        status=Case(
+            When(status=OrderStatus.QUEUED, then=Value(OrderStatus.PENDING)),
+            default=F("status"),
+        ),
     )
     await order.arefresh_from_db(fields=["status"])
     return order

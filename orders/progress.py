@@ -33,7 +33,7 @@ class Source(TextChoices):
     NO_TEMPORAL = "no_temporal"  # Temporal unreachable: the database alone
     ENDED = "ended"  # Temporal closed the workflow (terminated …) before the order ended
     FINAL = "final"  # the order is over: the database has the last word
-    PLAIN = "plain"  # the plain script, or not started yet: the database is all there is
+    DATABASE = "database"  # the plain script, or still queued: the database is all there is
 
 
 @dataclass
@@ -177,7 +177,7 @@ def source_of(order: Order, temporal: TemporalView | None, *, worker_up: bool) -
     if order.is_final or order.is_lost:
         return Source.FINAL
     if order.engine == Engine.PLAIN or not order.workflow_id:
-        return Source.PLAIN  # the plain script, or queued: the database is all there is
+        return Source.DATABASE  # the plain script, or still queued
     if temporal is not None and not temporal.reachable:
         return Source.NO_TEMPORAL
     if temporal is not None and temporal.state and temporal.state.status != "RUNNING":
@@ -192,7 +192,7 @@ def snapshot_of(
 ) -> OrderSnapshot:
     """The order as the page shows it: each step through `step_view`."""
     source = source_of(record.order, temporal, worker_up=worker_up)
-    if source in (Source.FINAL, Source.PLAIN):
+    if source in (Source.FINAL, Source.DATABASE):
         temporal = None  # closed or not on Temporal: the database has the last word
     progress = temporal.progress if temporal else None
     state = temporal.state if temporal else None

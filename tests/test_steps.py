@@ -16,11 +16,12 @@ def inventory(order: Order) -> OrderStep:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_attempt_turns_the_order_running_in_two_statements(running_order):
+def test_an_attempt_turns_the_order_running_in_one_transaction(running_order):
     Order.objects.filter(pk=running_order.pk).update(status=OrderStatus.PENDING)
     with CaptureQueriesContext(connection) as queries:
         assert record_step(running_order.pk, "inventory", StepState.RUNNING, attempt=1)
-    assert len(queries.captured_queries) == 2
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == ["BEGIN", "UPDATE", "UPDATE", "COMMIT"]
     running_order.refresh_from_db()
     assert running_order.status == OrderStatus.RUNNING
     assert (inventory(running_order).state, inventory(running_order).attempts) == ("running", 1)

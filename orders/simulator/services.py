@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
@@ -34,6 +35,7 @@ from orders.simulator.models import (
 )
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=models.Model)
 
 
 class ServiceUnavailable(Exception):
@@ -153,8 +155,7 @@ def call_service(
         if behaviour.mode == Mode.REJECT and (compensation or already_done()):
             behaviour.mode = Mode.HEALTHY
         _fail_as_switched(service, behaviour)
-        with transaction.atomic():
-            reference, created = effect()
+        reference, created = effect()
         if behaviour.mode == Mode.SLOW:
             try:
                 _take_time(behaviour.latency_ms, ctx)
@@ -238,6 +239,21 @@ def _record(
         ServiceCall.objects.filter(**attempt).update(**row)
 
 
+def _create_once(model: type[M], key: str, **fields: object) -> tuple[M, bool]:
+    """The effect's row for this key: found (nothing new happened) or created now.
+
+    Two statements at most, no transaction: the key is unique, so of two attempts racing
+    with the same key one creates and the other finds it.
+    """
+    existing = model.objects.filter(key=key).first()
+    if existing is not None:
+        return existing, False
+    try:
+        return model.objects.create(key=key, **fields), True
+    except IntegrityError:
+        return model.objects.get(key=key), False
+
+
 def _new_reference(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10].upper()}"
 
@@ -246,6 +262,7 @@ def _new_reference(prefix: str) -> str:
 
 
 def reserve_inventory(ctx: CallContext, sku: str, quantity: int) -> str:
+    @transaction.atomic  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         existing = Reservation.objects.filter(key=ctx.idempotency_key).first()
         if existing:
@@ -268,6 +285,7 @@ def reserve_inventory(ctx: CallContext, sku: str, quantity: int) -> str:
 
 
 def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
+    @transaction.atomic  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         reservation = Reservation.objects.select_for_update().get(key=reservation_key)
         if reservation.state != Reservation.State.RESERVED:
@@ -290,6 +308,7 @@ def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
 
 
 def release_inventory(ctx: CallContext, reservation_key: str) -> str:
+    @transaction.atomic  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         reservation = Reservation.objects.select_for_update().filter(key=reservation_key).first()
         if reservation is None or reservation.state == Reservation.State.RELEASED:
@@ -323,13 +342,12 @@ def release_inventory(ctx: CallContext, reservation_key: str) -> str:
 
 def charge_payment(ctx: CallContext, amount_cents: int) -> str:
     def effect() -> tuple[str, bool]:
-        charge, created = Charge.objects.get_or_create(
-            key=ctx.idempotency_key,
-            defaults={
-                "order_id": ctx.order_id,
-                "amount_cents": amount_cents,
-                "payment_id": _new_reference("PAY"),
-            },
+        charge, created = _create_once(
+            Charge,
+            ctx.idempotency_key,
+            order_id=ctx.order_id,
+            amount_cents=amount_cents,
+            payment_id=_new_reference("PAY"),
         )
         return charge.payment_id, created
 
@@ -340,6 +358,7 @@ def charge_payment(ctx: CallContext, amount_cents: int) -> str:
 
 
 def refund_payment(ctx: CallContext, charge_key: str) -> str:
+    @transaction.atomic  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         charge = Charge.objects.select_for_update().filter(key=charge_key).first()
         if charge is None or charge.refunded_at is not None:
@@ -361,9 +380,11 @@ def refund_payment(ctx: CallContext, charge_key: str) -> str:
 
 def schedule_shipping(ctx: CallContext, address: str) -> str:
     def effect() -> tuple[str, bool]:
-        shipment, created = Shipment.objects.get_or_create(
-            key=ctx.idempotency_key,
-            defaults={"order_id": ctx.order_id, "tracking_number": _new_reference("TRK")},
+        shipment, created = _create_once(
+            Shipment,
+            ctx.idempotency_key,
+            order_id=ctx.order_id,
+            tracking_number=_new_reference("TRK"),
         )
         return shipment.tracking_number, created
 
@@ -374,6 +395,7 @@ def schedule_shipping(ctx: CallContext, address: str) -> str:
 
 
 def cancel_shipping(ctx: CallContext, shipment_key: str) -> str:
+    @transaction.atomic  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         shipment = Shipment.objects.select_for_update().filter(key=shipment_key).first()
         if shipment is None or shipment.cancelled_at is not None:
@@ -395,14 +417,13 @@ def cancel_shipping(ctx: CallContext, shipment_key: str) -> str:
 
 def send_message(ctx: CallContext, channel: str, recipient: str, body: str) -> str:
     def effect() -> tuple[str, bool]:
-        message, created = Message.objects.get_or_create(
-            key=ctx.idempotency_key,
-            defaults={
-                "order_id": ctx.order_id,
-                "channel": channel,
-                "recipient": recipient,
-                "body": body,
-            },
+        message, created = _create_once(
+            Message,
+            ctx.idempotency_key,
+            order_id=ctx.order_id,
+            channel=channel,
+            recipient=recipient,
+            body=body,
         )
         return f"{channel} to {message.recipient}", created
 
