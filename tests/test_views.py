@@ -239,3 +239,17 @@ def test_a_start_that_already_went_through_is_adopted_not_doubled(client, live_t
     order.refresh_from_db()
     assert order.workflow_id == order_workflow_id(order.pk) and order.status != "queued"
     assert async_to_sync(run_id)() == first_run
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/static/../x", "/static/%2e%2e/manage.py", "/static/../orderdash/settings.py", "/orders/-1/"],
+)
+def test_a_path_outside_what_exists_is_a_plain_404(client, catalogue, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert "Traceback" not in response.content.decode()
+
+
+def test_static_files_are_served_by_the_web_process(client):
+    assert client.get("/static/orders/orderdash.css").status_code == 200
