@@ -40,10 +40,11 @@ def stack(temporal_server, tmp_path_factory) -> Iterator[Stack]:
     # reports along with its own.
     with Stack(env=env) as stack:
         stack.manage("migrate", "--no-input", "-v0")
-        stack.manage("seed_demo")
-        stack.start_web()
+        # The runners boot (a few seconds of imports each) while the catalogue is seeded.
         stack.start_plain()
         stack.start_worker()
+        stack.manage("seed_demo")
+        stack.start_web()
         yield stack
 
 
