@@ -10,131 +10,27 @@ page's data attributes, never on a sleep. Everything it started is stopped at th
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from orderdash.loopback import (  # noqa: E402
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    dev_server_command,
-    free_port,
-    run_manage,
-    wait_for_port,
-)
+from orderdash.stack import CHROMIUM, CHROMIUM_ARGS, LocalStack, throwaway_env  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
-BIN = Path(sys.executable).parent
 VIEWPORT = {"width": 1400, "height": 900}
-SERVICES = ("inventory", "payment", "shipping", "email", "sms")
 PLACED = re.compile(r"Order #(\d+) placed")
 
 
-def stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-class Stack:
-    """Temporal dev server, database, daphne and worker, all private to one run."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.temporal: subprocess.Popen | None = None
-        self.daphne: subprocess.Popen | None = None
-        self.worker: subprocess.Popen | None = None
-        self.logs: list[BinaryIO] = []
-        temporal_port = free_port()
-        self.web_port = free_port()
-        self.url = f"http://127.0.0.1:{self.web_port}"
-        self.temporal_port = temporal_port
-        self.env = os.environ | {
-            "DJANGO_SETTINGS_MODULE": "orderdash.settings",
-            "DATABASE_URL": f"sqlite:///{workdir / 'screenshots.sqlite3'}",
-            "ORDERDASH_VAR_DIR": str(workdir),
-            "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
-            "TEMPORAL_TASK_QUEUE": f"screenshots-{uuid.uuid4()}",
-            "WORKER_RESTART_PAUSE": "0.5",
-            "DEBUG": "true",
-        }
-
-    def _log(self, name: str) -> BinaryIO:
-        log = (self.workdir / f"{name}.log").open("ab")
-        self.logs.append(log)
-        return log
-
-    def start(self) -> None:
-        self.temporal = subprocess.Popen(
-            dev_server_command(self.temporal_port),
-            stdout=subprocess.DEVNULL,
-            stderr=self._log("temporal"),
-        )
-        self.manage("migrate", "--no-input")
-        self.manage("seed_demo")
-        wait_for_port(self.temporal_port)
-        self.daphne = subprocess.Popen(
-            [
-                str(BIN / "daphne"),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.web_port),
-                "orderdash.asgi:application",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self._log("daphne"),
-            stderr=subprocess.STDOUT,
-        )
-        self.start_worker()
-        wait_for_port(self.web_port)
-
-    def start_worker(self) -> None:
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "worker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self._log("worker"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop_worker(self) -> None:
-        stop(self.worker)
-        self.worker = None
-
-    def stop(self) -> None:
-        # Web and worker first, Temporal last, so nothing loses its server mid-call.
-        for process in (self.worker, self.daphne, self.temporal):
-            stop(process)
-        for log in self.logs:
-            log.close()
-
-    def manage(self, *args: str, ok: tuple[int, ...] = (0,)) -> str:
-        result = run_manage(self.env, *args)
-        if result.returncode not in ok:
-            raise RuntimeError(
-                f"manage.py {' '.join(args)} exited {result.returncode}:\n"
-                f"{result.stdout}{result.stderr}"
-            )
-        return result.stdout
+class Stack(LocalStack):
+    """The launcher's stack, plus the two terminal tools the shots are set up with."""
 
     def switch(self, service: str, mode: str, *extra: str) -> None:
         self.manage("services", "set", service, mode, *extra)
@@ -154,20 +50,19 @@ class Stack:
 
 @contextmanager
 def running_stack() -> Iterator[Stack]:
+    """Temporal dev server, database, daphne and worker, all private to one run; on a
+    failure the last lines of each log are printed before the directory goes."""
     workdir = Path(tempfile.mkdtemp(prefix="orderdash-screenshots-"))
-    stack = Stack(workdir)
+    env = throwaway_env(workdir, "screenshots") | {"WORKER_RESTART_PAUSE": "0.5"}
     try:
-        stack.start()
-        yield stack
-    except BaseException:
-        for name in ("worker", "daphne", "temporal"):
-            log = workdir / f"{name}.log"
-            if log.exists():
-                tail = log.read_text(errors="replace").splitlines()[-15:]
-                print(f"--- last lines of the {name} log", *tail, sep="\n", file=sys.stderr)
-        raise
+        with Stack(env=env, log_dir=workdir) as stack:
+            stack.start_temporal()
+            stack.manage("migrate", "--no-input")
+            stack.manage("seed_demo")
+            stack.start_web()
+            stack.start_worker()
+            yield stack
     finally:
-        stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

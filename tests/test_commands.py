@@ -14,10 +14,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from temporalio.client import Client
 
+from orderdash.stack import free_port
 from orders.contract import SERVICES, WORKFLOW_NAME, OrderStatus
 from orders.models import Order
 from orders.simulator.models import Product, ServiceSwitch
-from tests.conftest import free_port, set_switch
+from orders.temporal import order_workflow_id
+from tests.conftest import set_switch
 
 
 def run(*args: str, **options: object) -> str:
@@ -172,11 +174,11 @@ def test_it_places_an_order_and_starts_its_workflow(live_temporal, catalogue):
     assert order.customer_name == "Grace Hopper"
     assert order.quantity == 2
     assert order.amount_cents == 2 * 8900
-    assert order.workflow_id == f"order-{order.pk}"
+    assert order.workflow_id == order_workflow_id(order.pk)
     assert order.start_error == ""
     assert (
         out.strip()
-        == f"Order #{order.pk} placed: 2 × KB-01, $178.00, run by workflow order-{order.pk}"
+        == f"Order #{order.pk} placed: 2 × KB-01, $178.00, run by workflow {order.workflow_id}"
     )
     description = describe(order.workflow_id)
     assert description.workflow_type == WORKFLOW_NAME

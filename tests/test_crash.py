@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from orderdash.stack import LocalStack
 from orders.audit import audit_order
 from orders.models import Order
 from orders.placement import place_order
 from orders.simulator.models import Charge, Product, ServiceCall, Shipment
 from orders.simulator.services import CRASH_MESSAGE
-from tests.conftest import DEV_SERVER, free_port, set_switch, wait_for_port
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import set_switch
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -37,26 +31,18 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.fixture
 def process_env(settings, transactional_db, dev_server_address) -> dict[str, str]:
-    """Environment for subprocesses that share this test's database and task queue."""
+    """Environment for subprocesses that share this test's database, task queue and
+    workflow id prefix on the session's dev server."""
     task_queue = f"crash-{uuid.uuid4()}"
     settings.TEMPORAL_ADDRESS = dev_server_address
     settings.TEMPORAL_TASK_QUEUE = task_queue
-    return os.environ | {
+    return {
         "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
         "TEMPORAL_ADDRESS": dev_server_address,
         "TEMPORAL_TASK_QUEUE": task_queue,
+        "TEMPORAL_WORKFLOW_ID_PREFIX": settings.TEMPORAL_WORKFLOW_ID_PREFIX,
         "WORKER_RESTART_PAUSE": "0.5",
     }
-
-
-@contextmanager
-def running(module: str, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def order_data(engine: str = "temporal") -> dict:
@@ -76,12 +62,15 @@ def status_of(order: Order) -> str:
     return order.status
 
 
-def test_a_worker_killed_right_after_charging_restarts_and_charges_once(process_env, catalogue):
+def test_a_worker_killed_right_after_charging_restarts_and_charges_once(
+    process_env, catalogue, tmp_path
+):
     set_switch("payment", "crash")
-    with running("worker", process_env) as supervisor:
+    with LocalStack(env=process_env, log_dir=tmp_path) as stack:
+        stack.start_worker()
         order = place_order(order_data())
         wait_for(lambda: status_of(order) == "completed", 60, "the order to complete")
-        assert supervisor.poll() is None, "the supervisor itself must survive the crash"
+        assert stack.exited() is None, "the supervisor itself must survive the crash"
 
     assert Charge.objects.filter(order=order).count() == 1
     payment_calls = list(ServiceCall.objects.filter(order=order, service="payment"))
@@ -94,10 +83,11 @@ def test_a_worker_killed_right_after_charging_restarts_and_charges_once(process_
 
 
 def test_the_plain_script_crashing_after_charging_loses_the_order(
-    process_env, catalogue, admin_client
+    process_env, catalogue, admin_client, tmp_path
 ):
     set_switch("payment", "crash")
-    with running("worker.plain", process_env):
+    with LocalStack(env=process_env, log_dir=tmp_path) as stack:
+        stack.start_plain()
         order = place_order(order_data("plain"))
         wait_for(lambda: Charge.objects.filter(order=order).exists(), 30, "the charge")
         order.refresh_from_db()
@@ -126,41 +116,28 @@ def test_the_plain_script_crashing_after_charging_loses_the_order(
 def test_the_temporal_server_restarted_mid_order_loses_nothing(
     settings, transactional_db, catalogue, tmp_path
 ):
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    command = [
-        str(DEV_SERVER), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-        "--port", str(port), "--log-level", "error", "--db-filename", str(tmp_path / "t.db"),
-        "--dynamic-config-value", 'matching.longPollExpirationInterval="2s"',
-    ]  # fmt: skip
-    settings.TEMPORAL_ADDRESS = address
-    settings.TEMPORAL_TASK_QUEUE = "restart-test"
-    env = os.environ | {
+    # A server of its own, persisted to a file: this test stops it and starts it again.
+    env = {
         "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-        "TEMPORAL_ADDRESS": address,
         "TEMPORAL_TASK_QUEUE": "restart-test",
         "WORKER_RESTART_PAUSE": "0.5",
     }
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
+    with LocalStack(env=env, log_dir=tmp_path) as stack:
+        address = stack.start_temporal(db_file=tmp_path / "t.db")
+        settings.TEMPORAL_ADDRESS = address
+        settings.TEMPORAL_TASK_QUEUE = "restart-test"
         set_switch("shipping", "down")
-        with running("worker", env):
-            order = place_order(order_data())
-            wait_for(
-                lambda: ServiceCall.objects.filter(order=order, service="shipping").exists(),
-                30,
-                "a failed shipping attempt",
-            )
-            server.terminate()
-            server.wait(timeout=30)
-            server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-            wait_for_port(port)
-            set_switch("shipping", "healthy")
-            wait_for(lambda: status_of(order) == "completed", 90, "the order to complete")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stack.start_worker()
+        order = place_order(order_data())
+        wait_for(
+            lambda: ServiceCall.objects.filter(order=order, service="shipping").exists(),
+            30,
+            "a failed shipping attempt",
+        )
+        stack.stop_temporal()
+        stack.start_temporal(address, db_file=tmp_path / "t.db")
+        set_switch("shipping", "healthy")
+        wait_for(lambda: status_of(order) == "completed", 90, "the order to complete")
     assert Charge.objects.filter(order=order).count() == 1
     assert Shipment.objects.filter(order=order).count() == 1
 

@@ -7,12 +7,12 @@ import time
 import pytest
 from asgiref.sync import async_to_sync
 
+from orderdash.stack import free_port
 from orders.contract import WORKFLOW_NAME, OrderInput
 from orders.models import Order
 from orders.placement import create_order, start_workflow
 from orders.simulator.models import Product, ServiceSwitch
 from orders.temporal import get_client, order_workflow_id
-from tests.conftest import free_port
 
 GOOD_ORDER = {
     "product": "MS-02",
@@ -57,7 +57,7 @@ def test_placing_an_order_starts_its_workflow_and_shows_it_at_once(
     order = Order.objects.get()
     html = response.content.decode()
     assert response.status_code == 200
-    assert order.workflow_id == f"order-{order.pk}"
+    assert order.workflow_id == order_workflow_id(order.pk)
     assert f'id="order-{order.pk}"' in html
     assert f'Order <a href="/orders/{order.pk}/">#{order.pk}</a> placed' in html
     assert order.amount_cents == 2 * 2900
@@ -166,7 +166,7 @@ def test_order_page_shows_steps_policy_and_links(client, live_temporal, catalogu
     assert html.count("data-step=") == 6
     assert "6 attempts, backoff 1s ×2 up to 30s, 5s per attempt" in html
     assert f"/admin/orders/order/{order.pk}/change/" in html
-    assert f"/namespaces/default/workflows/order-{order.pk}" in html
+    assert f'/namespaces/default/workflows/{order_workflow_id(order.pk)}"' in html
     assert f'ws-connect="/ws/orders/{order.pk}/"' in html
 
 

@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowHandle
 
-from orders.contract import WORKFLOW_NAME, OrderOutcome, workflow_id_for
+from orders.contract import WORKFLOW_NAME, OrderOutcome
 from orders.models import Order
 from orders.placement import create_order, order_input, place_order
 from orders.simulator.models import Charge, Message, Product, Reservation, ServiceCall, Shipment
+from orders.temporal import order_workflow_id
 from tests.conftest import set_switch
 
 
@@ -41,7 +42,7 @@ async def start(env, task_queue: str, order: Order) -> WorkflowHandle:
     handle = await env.client.start_workflow(
         WORKFLOW_NAME,
         order_input(order),
-        id=workflow_id_for(order.pk),
+        id=order_workflow_id(order.pk),
         task_queue=task_queue,
         result_type=OrderOutcome,
     )

@@ -1,102 +1,51 @@
-"""A real stack for the browser: daphne and a supervised worker as separate processes,
-a real Temporal dev server, and Debian's Chromium driven by Playwright.
+"""A real stack for the browser: daphne, a supervised worker and the plain runner as
+separate processes on the session's Temporal dev server, and Debian's Chromium driven by
+Playwright.
 
-The stack gets its own SQLite file and task queue, so nothing here touches the
-database pytest-django manages for the other tests.
+The stack gets its own SQLite file, task queue and workflow id prefix, so nothing here
+touches the database pytest-django manages for the other tests, nor their workflows.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from orderdash.loopback import CHROMIUM, CHROMIUM_ARGS, free_port, run_manage, wait_for_port
-from tests.conftest import running_dev_server
+from orderdash.stack import CHROMIUM, CHROMIUM_ARGS, LocalStack, throwaway_env
 
-ROOT = Path(__file__).resolve().parents[2]
+# One manage.py process for all five switches: each process start costs a second or two.
+RESET_SWITCHES = (
+    "from django.core.management import call_command\n"
+    "from orders.contract import SERVICES\n"
+    "for service in SERVICES:\n"
+    "    call_command('services', 'set', service, 'healthy')\n"
+)
 
 
-@dataclass
-class Stack:
-    url: str
-    env: dict[str, str]
-    worker: subprocess.Popen | None = None
-    processes: list[subprocess.Popen] = field(default_factory=list)
-
-    def manage(self, *args: str) -> str:
-        result = run_manage(self.env, *args, timeout=60)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def start_worker(self) -> None:
-        self.worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.env)
-
-    def stop_worker(self) -> None:
-        assert self.worker is not None
-        self.worker.terminate()
-        self.worker.wait(timeout=30)
-        self.worker = None
-
+class Stack(LocalStack):
     def reset_switches(self) -> None:
-        for service in ("inventory", "payment", "shipping", "email", "sms"):
-            self.manage("services", "set", service, "healthy")
+        self.manage("shell", "--no-imports", "-c", RESET_SWITCHES)
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    with running_dev_server() as address:
-        yield from _stack(address)
-
-
-def _stack(dev_server_address: str) -> Iterator[Stack]:
-    workdir = Path(tempfile.mkdtemp(prefix="orderdash-e2e-"))
-    port = free_port()
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "orderdash.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'e2e.sqlite3'}",
-        "ORDERDASH_VAR_DIR": str(workdir),
-        "TEMPORAL_ADDRESS": dev_server_address,
-        "TEMPORAL_TASK_QUEUE": f"e2e-{uuid.uuid4()}",
-        "DEBUG": "true",
+def stack(temporal_server, tmp_path_factory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    env = throwaway_env(workdir, "e2e") | {
+        "TEMPORAL_ADDRESS": temporal_server,
+        "TEMPORAL_WORKFLOW_ID_PREFIX": f"e2e{uuid.uuid4().hex[:8]}-",
     }
-    stack = Stack(url=f"http://127.0.0.1:{port}", env=env)
-    stack.manage("migrate", "--no-input")
-    stack.manage("seed_demo")
-    daphne = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "daphne"),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "orderdash.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    stack.processes.append(daphne)
-    plain = subprocess.Popen([sys.executable, "-m", "worker.plain"], cwd=ROOT, env=env)
-    stack.processes.append(plain)
-    stack.start_worker()
-    try:
-        wait_for_port(port)
+    # No log_dir: the children write to pytest's captured output, which a failing test
+    # reports along with its own.
+    with Stack(env=env) as stack:
+        stack.manage("migrate", "--no-input", "-v0")
+        # The runners boot (a few seconds of imports each) while the catalogue is seeded.
+        stack.start_plain()
+        stack.start_worker()
+        stack.manage("seed_demo")
+        stack.start_web()
         yield stack
-    finally:
-        if stack.worker:
-            stack.stop_worker()
-        for process in stack.processes:
-            process.terminate()
-            process.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,335 @@
+"""One launcher for a local stack on this machine: `make run`, the tests, the screenshots.
+
+A stack is the Temporal dev server, daphne, the supervised worker (`python -m worker`)
+and the plain-script runner (`python -m worker.plain`), each started on demand:
+
+    with LocalStack(env=throwaway_env(workdir, "demo"), log_dir=workdir) as stack:
+        stack.start_temporal()          # in memory, on a free port
+        stack.manage("migrate", "--no-input")
+        stack.start_web()
+        stack.start_worker()
+        ...                             # stop(): web and workers first, Temporal last
+
+Each child gets the stack's environment, so a stack can point at its own database, task
+queue and workflow id prefix without touching this process's settings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TEMPORAL = BIN / "temporal"
+DAPHNE = BIN / "daphne"
+# Live workers re-poll every 2 s, so a stopped one shows as down within seconds.
+WORKER_LIVENESS_CONFIG = 'matching.longPollExpirationInterval="2s"'
+# A worker finishes the activities in hand for up to 20 s when stopped (worker/main.py).
+STOP_TIMEOUT = 30.0
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Chromium as root in a container, with nothing phoning home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (another process may still take it first)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 30,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Return once something accepts connections on host:port, else raise RuntimeError.
+
+    Given the process meant to listen there, fail as soon as it exits instead of waiting
+    out the timeout (a taken port or a bad setting ends it within a second).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited ({process.returncode}) before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:g}s")
+
+
+def wait_until_serving(address: str, timeout: float = 30) -> None:
+    """Return once Temporal at host:port answers its health check, else raise RuntimeError.
+
+    The dev server opens its port before its frontend is ready ("Frontend is not healthy
+    yet"), so an open port is not enough for a client that wants to start workflows.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = subprocess.run(
+            [str(TEMPORAL), "operator", "cluster", "health", "--address", address],
+            capture_output=True,
+            timeout=10,
+        )
+        if health.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"Temporal at {address} not serving after {timeout:g}s")
+
+
+def dev_server_command(
+    port: int,
+    db_file: Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    ui_port: int | None = None,
+    namespace: str | None = None,
+) -> list[str]:
+    """The Temporal dev server on host:port, errors only.
+
+    In memory unless db_file is given; headless unless ui_port is given.
+    """
+    command = [str(TEMPORAL), "server", "start-dev", "--ip", host, "--port", str(port)]
+    command += ["--headless"] if ui_port is None else ["--ui-port", str(ui_port)]
+    if db_file is not None:
+        # WAL with synchronous=normal: no fsync per commit, and still nothing lost when
+        # the server is stopped or killed (only a power cut can lose the last commits).
+        command += ["--db-filename", str(db_file)]
+        command += ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
+    if namespace is not None:
+        command += ["--namespace", namespace]
+    command += ["--log-level", "error", "--dynamic-config-value", WORKER_LIVENESS_CONFIG]
+    return command
+
+
+def run_manage(
+    env: Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python manage.py <args>` in a child process with its own environment."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def throwaway_env(workdir: Path, name: str) -> dict[str, str]:
+    """Settings for a stack of its own: a fresh SQLite database and var dir in workdir,
+    its own task queue. On a Temporal server shared with other databases, add a
+    TEMPORAL_WORKFLOW_ID_PREFIX too: their order numbers, and so ids, overlap."""
+    return {
+        "DATABASE_URL": f"sqlite:///{workdir / f'{name}.sqlite3'}",
+        "ORDERDASH_VAR_DIR": str(workdir),
+        "TEMPORAL_TASK_QUEUE": f"{name}-{uuid.uuid4()}",
+        "DEBUG": "true",
+    }
+
+
+class LocalStack:
+    """The processes of one local stack, started on demand and stopped in order.
+
+    env: settings for every child, over this process's environment.
+    log_dir: each child writes to <log_dir>/<name>.log; None leaves them this terminal.
+    host, web_port: where daphne serves (web_port None: a free port).
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        log_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        web_port: int | None = None,
+    ) -> None:
+        self.env: dict[str, str] = {"DJANGO_SETTINGS_MODULE": "orderdash.settings"}
+        self.env |= os.environ | dict(env or {})
+        self.log_dir = log_dir
+        self.host = host
+        self.web_port = web_port if web_port is not None else free_port()
+        self.url = f"http://{host}:{self.web_port}"
+        self.temporal_address: str | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    # --- starting ----------------------------------------------------------------------
+
+    def start_temporal(
+        self,
+        address: str | None = None,
+        *,
+        db_file: Path | None = None,
+        ui_port: int | None = None,
+        namespace: str | None = None,
+        timeout: float = 60,
+    ) -> str:
+        """Start a dev server (address None: 127.0.0.1 on a free port), wait until it
+        serves, and point the stack's later children at it. Returns its address."""
+        if address is None:
+            address = f"127.0.0.1:{free_port()}"
+        host, _, port = address.rpartition(":")
+        command = dev_server_command(
+            int(port), db_file, host=host, ui_port=ui_port, namespace=namespace
+        )
+        process = self._spawn("temporal", command)
+        wait_for_port(int(port), host, timeout, process=process)
+        wait_until_serving(address, timeout)
+        self.temporal_address = self.env["TEMPORAL_ADDRESS"] = address
+        return address
+
+    def start_web(self, timeout: float = 30) -> str:
+        """daphne on host:web_port; returns its URL once it accepts connections."""
+        process = self._spawn(
+            "daphne",
+            [str(DAPHNE), "-b", self.host, "-p", str(self.web_port), "orderdash.asgi:application"],
+        )
+        wait_for_port(self.web_port, self.host, timeout, process=process)
+        return self.url
+
+    def start_worker(self) -> None:
+        """The Temporal worker under its supervisor, which restarts it after a crash."""
+        self._spawn("worker", [sys.executable, "-m", "worker"])
+
+    def start_plain(self) -> None:
+        """The plain-script runner (the seed's fragile script), supervised the same way."""
+        self._spawn("plain", [sys.executable, "-m", "worker.plain"])
+
+    def manage(self, *args: str, ok: tuple[int, ...] = (0,), timeout: float = 120) -> str:
+        """`manage.py <args>` with the stack's settings; its output, or RuntimeError."""
+        result = run_manage(self.env, *args, timeout=timeout)
+        if result.returncode not in ok:
+            raise RuntimeError(
+                f"manage.py {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def stop_worker(self) -> None:
+        self._stop("worker")
+
+    def stop_plain(self) -> None:
+        self._stop("plain")
+
+    def stop_web(self) -> None:
+        self._stop("daphne")
+
+    def stop_temporal(self) -> None:
+        """Stop the dev server; start_temporal() with the same address and db_file later
+        brings the same workflows back."""
+        self._stop("temporal")
+
+    def stop(self) -> None:
+        """Stop everything: web and workers first, so they finish the calls in hand while
+        Temporal still answers, then Temporal. Safe to call twice."""
+        others = [name for name in self.processes if name != "temporal"]
+        for name in others:
+            self._signal(name)
+        for name in others:
+            self._stop(name)
+        self._stop("temporal")
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            self.print_log_tails()
+        self.stop()
+
+    # --- watching ----------------------------------------------------------------------
+
+    def exited(self) -> tuple[str, int] | None:
+        """The first child that stopped by itself, with its exit status; None if all run."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                return name, process.returncode
+        return None
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        if self.log_dir is None or not (self.log_dir / f"{name}.log").exists():
+            return ""
+        text = (self.log_dir / f"{name}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def print_log_tails(self) -> None:
+        """What each child said last: the reason a start or a run failed is usually there."""
+        for name in ("temporal", "daphne", "worker", "plain"):
+            if tail := self.log_tail(name):
+                print(f"--- last lines of the {name} log", tail, sep="\n", file=sys.stderr)
+
+    # --- the processes -----------------------------------------------------------------
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        if name in self.processes:
+            raise RuntimeError(f"{name} is already running")
+        output: IO[bytes] | None = None
+        if self.log_dir is not None:
+            output = (self.log_dir / f"{name}.log").open("ab")
+            self._logs.append(output)
+        self.processes[name] = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            # Its own session: a Ctrl-C in the terminal reaches only the launcher, which
+            # then stops its children in order instead of all at once.
+            start_new_session=True,
+        )
+        return self.processes[name]
+
+    def _signal(self, name: str) -> None:
+        process = self.processes.get(name)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+
+    def _stop(self, name: str) -> None:
+        self._signal(name)
+        process = self.processes.pop(name, None)
+        if process is None:
+            return
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
