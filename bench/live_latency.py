@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from orderdash.loopback import (  # noqa: E402
+from orderdash.stack import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
     dev_server_command,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from orderdash.loopback import dev_server_command, free_port, run_manage, wait_for_port  # noqa: E402
+from orderdash.stack import dev_server_command, free_port, run_manage, wait_for_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 N = int(os.getenv("BENCH_ORDERS", "300"))

@@ -4,28 +4,23 @@ and an order whose workflow Temporal stopped says so instead of "running" for ev
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.db import connection
 
-from orderdash.loopback import dev_server_command, free_port
+from orderdash.stack import LocalStack, free_port
 from orders import starter
 from orders.audit import audit_order
 from orders.models import Order
 from orders.placement import place_order
 from orders.simulator.models import Product
 from orders.temporal import get_client, order_workflow_id
-from tests.conftest import set_switch, wait_until_serving
+from tests.conftest import set_switch
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD_ORDER = {
     "product": "MS-02",
     "quantity": "1",
@@ -46,51 +41,36 @@ def wait_for_status(order: Order, statuses: tuple[str, ...], timeout: float) -> 
     raise AssertionError(f"order {order.pk} still {order.status} after {timeout}s")
 
 
-def start_dev_server(port: int) -> subprocess.Popen:
-    server = subprocess.Popen(dev_server_command(port), stdout=subprocess.DEVNULL)
-    wait_until_serving(f"127.0.0.1:{port}")
-    return server
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    process.wait(timeout=30)
-
-
 @pytest.mark.django_db(transaction=True)
-def test_an_order_placed_while_temporal_is_down_starts_when_it_returns(client, catalogue, settings):
-    port = free_port()
-    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{port}"
+def test_an_order_placed_while_temporal_is_down_starts_when_it_returns(
+    client, catalogue, settings, workflow_id_prefix, tmp_path
+):
+    address = f"127.0.0.1:{free_port()}"
+    settings.TEMPORAL_ADDRESS = address
     settings.TEMPORAL_TASK_QUEUE = f"queued-{uuid.uuid4()}"
-    env = os.environ | {
+    env = {
         "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-        "TEMPORAL_ADDRESS": settings.TEMPORAL_ADDRESS,
+        "TEMPORAL_ADDRESS": address,
         "TEMPORAL_TASK_QUEUE": settings.TEMPORAL_TASK_QUEUE,
-        "TEMPORAL_WORKFLOW_ID_PREFIX": settings.TEMPORAL_WORKFLOW_ID_PREFIX,
+        "TEMPORAL_WORKFLOW_ID_PREFIX": workflow_id_prefix,
         "STARTER_EVERY_SECONDS": "0.5",
     }
-    stop(start_dev_server(port))  # Temporal was here, and went away
+    with LocalStack(env, log_dir=tmp_path) as stack:
+        stack.start_temporal(address)
+        stack.stop_temporal()  # Temporal was here, and went away
 
-    started = time.monotonic()
-    response = client.post("/orders/new/", GOOD_ORDER, headers={"HX-Request": "true"})
-    assert time.monotonic() - started < 1.5
-    order = Order.objects.get()
-    assert (response.status_code, order.status, order.workflow_id) == (200, "queued", "")
+        started = time.monotonic()
+        response = client.post("/orders/new/", GOOD_ORDER, headers={"HX-Request": "true"})
+        assert time.monotonic() - started < 1.5
+        order = Order.objects.get()
+        assert (response.status_code, order.status, order.workflow_id) == (200, "queued", "")
 
-    # The worker (its starter with it) runs while Temporal is still away, then Temporal
-    # comes back: the order starts by itself and goes all the way.
-    worker = subprocess.Popen([sys.executable, "-m", "worker", "--once"], cwd=ROOT, env=env)
-    try:
+        # The worker (its starter with it) runs while Temporal is still away, then
+        # Temporal comes back: the order starts by itself and goes all the way.
+        stack.start_worker()
         time.sleep(1)
-        server = start_dev_server(port)
-        try:
-            order = wait_for_status(order, ("completed",), timeout=60)
-        finally:
-            stop(worker)
-            stop(server)
-    finally:
-        if worker.poll() is None:
-            stop(worker)
+        stack.start_temporal(address)
+        order = wait_for_status(order, ("completed",), timeout=60)
     assert order.workflow_id == order_workflow_id(order.pk)
     assert order.start_error == ""
     assert audit_order(order).adds_up
