@@ -48,15 +48,18 @@ def _heartbeating() -> Iterator[None]:
 
     def pump() -> None:
         while not done.wait(HEARTBEAT_EVERY_S):
-            context.run(activity.heartbeat)
+            try:
+                context.run(activity.heartbeat)
+            except Exception:  # the worker is stopping (its loop closed): nothing to tell
+                return
 
-    pumping = threading.Thread(target=pump, name="heartbeat", daemon=True)
-    pumping.start()
+    # Not joined: the attempt's answer never waits on a heartbeat in flight; the pump
+    # sees `done` within half a second and ends.
+    threading.Thread(target=pump, name="heartbeat", daemon=True).start()
     try:
         yield
     finally:
         done.set()
-        pumping.join()
 
 
 def _context(request: StepRequest) -> services.CallContext:

@@ -24,7 +24,7 @@ def remove_operators(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orders', '0006_operate_permission'),
+        ('orders', '0004_statuses_and_operator_actions'),
         ('auth', '0012_alter_user_first_name_max_length'),
         ('contenttypes', '0002_remove_content_type_name'),
     ]

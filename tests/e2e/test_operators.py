@@ -1,0 +1,55 @@
+"""An operator at work in the browser: approve a big order, pause and resume a step."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.e2e
+
+
+def place(page: Page, sku: str, quantity: int) -> str:
+    """Place an order from the dashboard; open its page; return its number."""
+    form = page.locator("#place-order")
+    form.locator("select[name=product]").select_option(sku)
+    form.locator("input[name=quantity]").fill(str(quantity))
+    form.locator("input[name=customer_name]").fill("Grace Hopper")
+    form.locator("input[name=email]").fill("grace@example.com")
+    form.locator("input[name=address]").fill("1 Harvard Mark Way")
+    form.get_by_role("button", name="Place order").click()
+    link = page.locator("#place-order .flash a")
+    expect(link).to_be_visible()
+    number = link.inner_text().lstrip("#")
+    link.click()
+    return number
+
+
+def test_a_big_order_waits_for_approval_and_an_operator_approves_it(page: Page, stack):
+    page.goto(stack.url + "/")
+    expect(page.locator("[data-approval-policy]")).to_contain_text("$1,000.00 or more")
+    number = place(page, "MN-27", 4)  # 4 × $279.00
+    order = page.locator(f"#order-{number}")
+    expect(order).to_have_attribute("data-order-status", "awaiting_approval")
+    expect(order.locator("[data-awaiting-approval]")).to_be_visible()
+    approve = order.locator('[data-action="approve"]')
+    approve.locator("input[name=reason]").fill("known customer")
+    approve.get_by_role("button", name="Approve").click()
+    expect(page.locator("#action-result")).to_contain_text("approved")
+    expect(order).to_have_attribute("data-order-status", "completed")
+    expect(order.locator('[data-history="approve"]')).to_contain_text("known customer")
+
+
+def test_an_operator_pauses_a_retrying_step_and_resumes_it(page: Page, stack):
+    stack.manage("services", "set", "payment", "down")
+    page.goto(stack.url + "/")
+    number = place(page, "KB-01", 1)
+    order = page.locator(f"#order-{number}")
+    payment = order.locator('[data-step="payment"]')
+    expect(payment).to_have_attribute("data-state", "retrying")
+    payment.locator('[data-action="pause"] button').click()
+    expect(payment).to_have_attribute("data-state", "paused")
+    stack.manage("services", "set", "payment", "healthy")
+    payment.locator('[data-action="resume"] button').click()
+    expect(order).to_have_attribute("data-order-status", "completed")
+    expect(order.locator('[data-history="pause"]')).to_be_visible()
+    expect(order.locator('[data-history="resume"]')).to_be_visible()
