@@ -1,9 +1,9 @@
 """The live hub: one loop per web process that decides what to ask and when, and publishes.
 
-Sockets tell the hub what they watch (an order, the board, the worker status). Each tick
-(every 50 ms) the loop reads the watched orders' database signatures in one query,
-rebuilds and renders the ones that moved in one thread hop, and sends a fragment to the
-order's Channels group only when it changed. Temporal is asked in the background: at once
+Sockets tell the hub what they watch (an order, the board, the worker status) and on which
+channel. Each tick (every 50 ms) the loop reads the watched orders' database signatures in
+one query, rebuilds and renders the ones that moved in one thread hop, and sends a fragment
+to the order's watchers only when it changed. Temporal is asked in the background: at once
 for an order newly watched, quickly again while a retry the database announced waits for
 Temporal's schedule (or while a saga runs), and otherwise on a slow periodic round. So
 Temporal load grows with the orders watched, never with the number of sockets. The board
@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.db.models import Max
 from django.utils import timezone
@@ -49,19 +50,12 @@ BOARD_EVERY_S = 0.25
 STATUS_EVERY_S = 1.0
 ASKS_AT_ONCE = 32  # Temporal calls in flight at once: waiting on the server, not CPU
 
-BOARD_GROUP = "board"
-STATUS_GROUP = "status"
-
-
-def order_group(order_id: int) -> str:
-    return f"order.{order_id}"
-
 
 @dataclass
 class OrderWatch:
     """One watched order: who watches, what was last seen, heard and sent."""
 
-    watchers: int = 0
+    channels: set[str] = field(default_factory=set)  # the watching sockets' channels
     signature: tuple | None = None  # the database's, as last read
     dirty: bool = True  # rebuild from the database on the next tick
     snapshot: OrderSnapshot | None = None  # the picture last built
@@ -71,6 +65,10 @@ class OrderWatch:
     asking: bool = False
     html: str = ""  # the fragment last sent
     ledger_cache: dict = field(default_factory=dict)
+
+    @property
+    def watchers(self) -> int:
+        return len(self.channels)
 
     @property
     def workflow_id(self) -> str:
@@ -95,8 +93,8 @@ class OrderWatch:
 class Hub:
     def __init__(self) -> None:
         self.orders: dict[int, OrderWatch] = {}
-        self.board_watchers = 0
-        self.status_watchers = 0
+        self.board_channels: set[str] = set()
+        self.status_channels: set[str] = set()
         self.worker = WORKER_DOWN
         self.temporal_calls = 0  # counted for the fan-out benchmark
         self._loop_task: asyncio.Task | None = None
@@ -108,34 +106,42 @@ class Hub:
         self._status_html = ""
         self._worker_checked_at = -1e9
 
-    # What sockets watch ---------------------------------------------------------------
-    def watch_order(self, order_id: int) -> None:
-        self.orders.setdefault(order_id, OrderWatch()).watchers += 1
+    # What sockets watch, each by its channel -----------------------------------------
+    @property
+    def board_watchers(self) -> int:
+        return len(self.board_channels)
+
+    @property
+    def status_watchers(self) -> int:
+        return len(self.status_channels)
+
+    def watch_order(self, order_id: int, channel: str) -> None:
+        self.orders.setdefault(order_id, OrderWatch()).channels.add(channel)
         self._ensure_running()
 
-    def unwatch_order(self, order_id: int) -> None:
+    def unwatch_order(self, order_id: int, channel: str) -> None:
         watch = self.orders.get(order_id)
         if watch is not None:
-            watch.watchers -= 1
-            if watch.watchers <= 0:
+            watch.channels.discard(channel)
+            if not watch.channels:
                 del self.orders[order_id]
         self._stop_when_idle()
 
-    def watch_board(self) -> None:
-        self.board_watchers += 1
+    def watch_board(self, channel: str) -> None:
+        self.board_channels.add(channel)
         self._board_signature = None if self.board_watchers == 1 else self._board_signature
         self._ensure_running()
 
-    def unwatch_board(self) -> None:
-        self.board_watchers = max(0, self.board_watchers - 1)
+    def unwatch_board(self, channel: str) -> None:
+        self.board_channels.discard(channel)
         self._stop_when_idle()
 
-    def watch_status(self) -> None:
-        self.status_watchers += 1
+    def watch_status(self, channel: str) -> None:
+        self.status_channels.add(channel)
         self._ensure_running()
 
-    def unwatch_status(self) -> None:
-        self.status_watchers = max(0, self.status_watchers - 1)
+    def unwatch_status(self, channel: str) -> None:
+        self.status_channels.discard(channel)
         self._stop_when_idle()
 
     def latest_fragment(self, order_id: int) -> str:
@@ -226,7 +232,6 @@ class Hub:
             built = await database_sync_to_async(_load_and_render, thread_sensitive=False)(
                 {pk: self.orders[pk] for pk in order_ids}, self.worker
             )
-            layer = get_channel_layer()
             for pk in order_ids:
                 watch = self.orders.get(pk)
                 if watch is None or pk not in built:
@@ -239,7 +244,7 @@ class Hub:
                 if watch.needs_follow_up and watch.quick_asks == 0:
                     watch.ask_at = min(watch.ask_at, now)
                 if html and html != watch.html:
-                    await layer.group_send(order_group(pk), {"type": "send.html", "html": html})
+                    await _send(watch.channels, html)
                     watch.html = html  # only once sent: a failed send is tried again
         except Exception:
             for pk in order_ids:  # nothing was shown: try again on the next tick
@@ -308,7 +313,7 @@ class Hub:
     async def _publish_status(self) -> None:
         html = render_status(await self.refresh_worker())
         if html != self._status_html:
-            await get_channel_layer().group_send(STATUS_GROUP, {"type": "send.html", "html": html})
+            await _send(self.status_channels, html)
             self._status_html = html
 
     async def _publish_board(self) -> None:
@@ -316,10 +321,9 @@ class Hub:
         if signature == self._board_signature:
             return
         fragments = await database_sync_to_async(render_board)()
-        layer = get_channel_layer()
         for old, new in zip(self._board_html, fragments, strict=True):
             if old != new:
-                await layer.group_send(BOARD_GROUP, {"type": "send.html", "html": new})
+                await _send(self.board_channels, new)
         self._board_signature, self._board_html = signature, fragments
 
     def _start(self, name: str, job: Coroutine) -> None:
@@ -351,6 +355,21 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.__init__()
+
+
+async def _send(channels: Iterable[str], html: str) -> None:
+    """A fragment to each watching socket's own channel.
+
+    Not a group send: the in-memory layer sweeps every channel and every group membership
+    for expired messages on each group send (and each receive), and with hundreds of
+    sockets those sweeps cost more than the sends. As with a group send, a socket that
+    stopped reading (its channel full) misses the fragment; its next one is whole again.
+    """
+    layer = get_channel_layer()
+    message = {"type": "send.html", "html": html}
+    for channel in list(channels):
+        with contextlib.suppress(ChannelFull):
+            await layer.send(channel, message)
 
 
 def _load_and_render(
