@@ -200,43 +200,35 @@ class Hub:
         return REFRESH_S * max(1.0, open_orders / 25)
 
     async def _refresh_orders(self, now: float) -> None:
-        open_ids = [pk for pk, watch in self.orders.items() if not watch.closed]
-        if not open_ids:
+        """Read the signatures, rebuild the orders that moved or were marked, send."""
+        watches = {pk: watch for pk, watch in self.orders.items() if not watch.closed}
+        if not watches:
             return
-        # database_sync_to_async (here and below) closes the thread's stale connection, as
-        # Django does after a request: a restarted database is reconnected to.
-        signatures = await database_sync_to_async(_order_signatures, thread_sensitive=False)(
-            open_ids
-        )
-        for pk in open_ids:
-            watch = self.orders.get(pk)  # some left while we waited
-            if watch is None:
-                continue
-            signature = signatures.get(pk)
-            if signature != watch.signature:
-                watch.signature, watch.dirty, watch.quick_asks = signature, True, 0
-            elif watch.snapshot is not None and not watch.workflow_id and now >= watch.ask_at:
+        for watch in watches.values():
+            if watch.snapshot is not None and not watch.workflow_id and now >= watch.ask_at:
                 # Off Temporal (the plain script) an order turns lost by going quiet,
                 # which changes no row: reread those now and then.
                 watch.dirty, watch.ask_at = True, now + self.refresh_every()
-        dirty = [pk for pk in open_ids if pk in self.orders and self.orders[pk].dirty]
-        if dirty:
-            await self._rebuild(dirty, now)
-
-    async def _rebuild(self, order_ids: list[int], now: float) -> None:
-        """Reload orders from the database, join what Temporal said, render, send."""
-        for pk in order_ids:
-            self.orders[pk].dirty = False
+        marked = {pk for pk, watch in watches.items() if watch.dirty}
+        for pk in marked:
+            watches[pk].dirty = False  # marked again by whatever is heard meanwhile
+        built: dict[int, tuple[OrderSnapshot, str] | None] = {}
         try:
-            # One hop to a thread for the whole batch: loading and rendering are sync work.
-            built = await database_sync_to_async(_load_and_render, thread_sensitive=False)(
-                {pk: self.orders[pk] for pk in order_ids}, self.worker
-            )
-            for pk in order_ids:
-                watch = self.orders.get(pk)
-                if watch is None or pk not in built:
+            # One hop to a thread per tick: the signatures, then loading and rendering what
+            # moved, are sync work. database_sync_to_async closes the thread's stale
+            # connection, as Django does after a request: a restarted database is
+            # reconnected to.
+            signatures, built = await database_sync_to_async(
+                _read_and_build, thread_sensitive=False
+            )(watches, marked, self.worker)
+            for pk, watch in watches.items():
+                if signatures.get(pk) != watch.signature:
+                    watch.signature, watch.quick_asks = signatures.get(pk), 0
+            for pk, entry in built.items():
+                watch = self.orders.get(pk)  # some left while we waited
+                if watch is None:
                     continue
-                if (entry := built[pk]) is None:  # gone from the database: nothing to watch
+                if entry is None:  # gone from the database: nothing to watch
                     watch.snapshot = None
                     del self.orders[pk]
                     continue
@@ -247,7 +239,7 @@ class Hub:
                     await _send(watch.channels, html)
                     watch.html = html  # only once sent: a failed send is tried again
         except Exception:
-            for pk in order_ids:  # nothing was shown: try again on the next tick
+            for pk in marked | built.keys():  # nothing was shown: try again on the next tick
                 if pk in self.orders:
                     self.orders[pk].dirty = True
             raise
@@ -370,6 +362,20 @@ async def _send(channels: Iterable[str], html: str) -> None:
     for channel in list(channels):
         with contextlib.suppress(ChannelFull):
             await layer.send(channel, message)
+
+
+def _read_and_build(
+    watches: dict[int, OrderWatch], marked: set[int], worker: str
+) -> tuple[dict[int, tuple], dict[int, tuple[OrderSnapshot, str] | None]]:
+    """The signatures of the watched orders, and the orders built whose signature moved
+    (or that were marked: Temporal said something new, the worker came or went)."""
+    signatures = _order_signatures(list(watches))
+    moved = {
+        pk: watch
+        for pk, watch in watches.items()
+        if pk in marked or signatures.get(pk) != watch.signature
+    }
+    return signatures, _load_and_render(moved, worker) if moved else {}
 
 
 def _load_and_render(
