@@ -173,13 +173,17 @@ class Hub:
         loop = asyncio.get_running_loop()
         limit = asyncio.Semaphore(ASKS_AT_ONCE)
         while True:
+            started = loop.time()
             try:
-                await self.tick(loop.time(), limit)
+                await self.tick(started, limit)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("The live hub's tick failed; trying again")
-            await asyncio.sleep(TICK_S)
+                started = loop.time()  # after a failure, a whole TICK_S before the next
+            # Ticks start TICK_S apart; one that took longer (a large batch) is followed at
+            # once, since whatever changed meanwhile has waited long enough.
+            await asyncio.sleep(max(0.0, started + TICK_S - loop.time()))
 
     async def tick(self, now: float, limit: asyncio.Semaphore) -> None:
         """One round: worker status and board on their clocks, then the watched orders."""
