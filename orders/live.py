@@ -1,7 +1,7 @@
 """The live hub: one loop per web process that decides what to ask and when, and publishes.
 
 Sockets tell the hub what they watch (an order, the board, the worker status) and on which
-channel. Each tick (every 50 ms) the loop reads the watched orders' database signatures in
+channel. Each tick (every 25 ms) the loop reads the watched orders' database signatures in
 one query, rebuilds and renders the ones that moved in one thread hop, and sends a fragment
 to the order's watchers only when it changed. Temporal is asked in the background: at once
 for an order newly watched, quickly again while a retry the database announced waits for
@@ -45,7 +45,8 @@ from orders.temporal import WORKER_DOWN, WORKER_UP, worker_status
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05  # how often the watched orders' database signatures are checked
+TICK_S = 0.025  # how often the watched orders' database signatures are checked
+FOLLOW_UP_S = 0.05  # first follow-up ask after a retry the database announced; then doubling
 REFRESH_S = 2.0  # Temporal is asked at least this often about each watched order
 BOARD_EVERY_S = 0.25
 STATUS_EVERY_S = 1.0
@@ -287,7 +288,7 @@ class Hub:
             reachable = watch.temporal is not None and watch.temporal.reachable
             if watch.needs_follow_up and reachable and watch.quick_asks < 8:
                 watch.quick_asks += 1
-                watch.ask_at = now + TICK_S * 2 ** (watch.quick_asks - 1)
+                watch.ask_at = now + FOLLOW_UP_S * 2 ** (watch.quick_asks - 1)
             else:
                 # Spread out: orders watched together would otherwise all fall due at once.
                 jitter = random.uniform(0.8, 1.2)  # noqa: S311 - timing, not secrets
