@@ -1,4 +1,4 @@
-"""Websockets: thin consumers that join a group, ask the hub to watch, and forward HTML."""
+"""Websockets: thin consumers that ask the hub to watch (on their channel) and forward HTML."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from orders.access import may_watch
-from orders.live import BOARD_GROUP, STATUS_GROUP, hub, order_group
+from orders.live import hub
 from orders.models import Order
 from orders.render import render_board, render_status
 
@@ -23,21 +23,17 @@ def live_error(message: str) -> str:
 class LiveConsumer(AsyncWebsocketConsumer):
     """Shared behaviour: worker status for everyone, and no commands accepted."""
 
-    groups_joined: list[str]
+    joined = False
 
-    async def join(self, *groups: str) -> None:
-        self.groups_joined = list(groups)
-        for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-        hub.watch_status()
+    async def join(self) -> None:
+        self.joined = True
+        hub.watch_status(self.channel_name)
         worker = await hub.current_worker()
         await self.send(text_data=await database_sync_to_async(render_status)(worker))
 
     async def leave(self) -> None:
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        if getattr(self, "groups_joined", None):
-            hub.unwatch_status()
+        if self.joined:
+            hub.unwatch_status(self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # This socket only streams updates; actions go through the page's forms.
@@ -64,14 +60,14 @@ class BoardConsumer(LiveConsumer):
         await self.accept()
         if await self.refuse_strangers():
             return
-        await self.join(STATUS_GROUP, BOARD_GROUP)
-        hub.watch_board()
+        hub.watch_board(self.channel_name)
+        await self.join()
         for html in await _board_snapshot():
             await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "groups_joined", None):
-            hub.unwatch_board()
+        if self.joined:
+            hub.unwatch_board(self.channel_name)
         await self.leave()
 
 
@@ -89,19 +85,19 @@ class OrderConsumer(LiveConsumer):
             await self.send(text_data=live_error(f"There is no order #{order_id}."))
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        # Join first, snapshot second: an update pushed in between is then not missed.
-        await self.join(STATUS_GROUP, order_group(order_id))
-        hub.watch_order(order_id)
+        # Watch first, snapshot second: an update pushed in between is then not missed.
+        await self.join()
+        hub.watch_order(order_id, self.channel_name)
         self.order_id = order_id  # from here on, disconnecting unwatches it
         # Watched already: the fragment its watchers last got is the full snapshot, and
-        # anything newer reaches this socket through the group. Newly watched: the hub's
-        # next tick builds it and sends it to the group, this socket included.
+        # anything newer reaches this socket as it is sent. Newly watched: the hub's next
+        # tick builds it and sends it to every watcher, this socket included.
         if html := hub.latest_fragment(order_id):
             await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
         if self.order_id is not None:
-            hub.unwatch_order(self.order_id)
+            hub.unwatch_order(self.order_id, self.channel_name)
         await self.leave()
 
 

@@ -1,9 +1,9 @@
 """The live hub: one loop per web process that decides what to ask and when, and publishes.
 
-Sockets tell the hub what they watch (an order, the board, the worker status). Each tick
-(every 50 ms) the loop reads the watched orders' database signatures in one query,
-rebuilds and renders the ones that moved in one thread hop, and sends a fragment to the
-order's Channels group only when it changed. Temporal is asked in the background: at once
+Sockets tell the hub what they watch (an order, the board, the worker status) and on which
+channel. Each tick (every 25 ms) the loop reads the watched orders' database signatures in
+one query, rebuilds and renders the ones that moved in one thread hop, and sends a fragment
+to the order's watchers only when it changed. Temporal is asked in the background: at once
 for an order newly watched, quickly again while a retry the database announced waits for
 Temporal's schedule (or while a saga runs), and otherwise on a slow periodic round. So
 Temporal load grows with the orders watched, never with the number of sockets. The board
@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
@@ -43,25 +45,19 @@ from orders.temporal import WORKER_DOWN, WORKER_UP, worker_status
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05  # how often the watched orders' database signatures are checked
+TICK_S = 0.025  # how often the watched orders' database signatures are checked
+FOLLOW_UP_S = 0.05  # first follow-up ask after a retry the database announced; then doubling
 REFRESH_S = 2.0  # Temporal is asked at least this often about each watched order
 BOARD_EVERY_S = 0.25
 STATUS_EVERY_S = 1.0
 ASKS_AT_ONCE = 32  # Temporal calls in flight at once: waiting on the server, not CPU
-
-BOARD_GROUP = "board"
-STATUS_GROUP = "status"
-
-
-def order_group(order_id: int) -> str:
-    return f"order.{order_id}"
 
 
 @dataclass
 class OrderWatch:
     """One watched order: who watches, what was last seen, heard and sent."""
 
-    watchers: int = 0
+    channels: set[str] = field(default_factory=set)  # the watching sockets' channels
     signature: tuple | None = None  # the database's, as last read
     dirty: bool = True  # rebuild from the database on the next tick
     snapshot: OrderSnapshot | None = None  # the picture last built
@@ -71,6 +67,10 @@ class OrderWatch:
     asking: bool = False
     html: str = ""  # the fragment last sent
     ledger_cache: dict = field(default_factory=dict)
+
+    @property
+    def watchers(self) -> int:
+        return len(self.channels)
 
     @property
     def workflow_id(self) -> str:
@@ -95,8 +95,8 @@ class OrderWatch:
 class Hub:
     def __init__(self) -> None:
         self.orders: dict[int, OrderWatch] = {}
-        self.board_watchers = 0
-        self.status_watchers = 0
+        self.board_channels: set[str] = set()
+        self.status_channels: set[str] = set()
         self.worker = WORKER_DOWN
         self.temporal_calls = 0  # counted for the fan-out benchmark
         self._loop_task: asyncio.Task | None = None
@@ -108,34 +108,42 @@ class Hub:
         self._status_html = ""
         self._worker_checked_at = -1e9
 
-    # What sockets watch ---------------------------------------------------------------
-    def watch_order(self, order_id: int) -> None:
-        self.orders.setdefault(order_id, OrderWatch()).watchers += 1
+    # What sockets watch, each by its channel -----------------------------------------
+    @property
+    def board_watchers(self) -> int:
+        return len(self.board_channels)
+
+    @property
+    def status_watchers(self) -> int:
+        return len(self.status_channels)
+
+    def watch_order(self, order_id: int, channel: str) -> None:
+        self.orders.setdefault(order_id, OrderWatch()).channels.add(channel)
         self._ensure_running()
 
-    def unwatch_order(self, order_id: int) -> None:
+    def unwatch_order(self, order_id: int, channel: str) -> None:
         watch = self.orders.get(order_id)
         if watch is not None:
-            watch.watchers -= 1
-            if watch.watchers <= 0:
+            watch.channels.discard(channel)
+            if not watch.channels:
                 del self.orders[order_id]
         self._stop_when_idle()
 
-    def watch_board(self) -> None:
-        self.board_watchers += 1
+    def watch_board(self, channel: str) -> None:
+        self.board_channels.add(channel)
         self._board_signature = None if self.board_watchers == 1 else self._board_signature
         self._ensure_running()
 
-    def unwatch_board(self) -> None:
-        self.board_watchers = max(0, self.board_watchers - 1)
+    def unwatch_board(self, channel: str) -> None:
+        self.board_channels.discard(channel)
         self._stop_when_idle()
 
-    def watch_status(self) -> None:
-        self.status_watchers += 1
+    def watch_status(self, channel: str) -> None:
+        self.status_channels.add(channel)
         self._ensure_running()
 
-    def unwatch_status(self) -> None:
-        self.status_watchers = max(0, self.status_watchers - 1)
+    def unwatch_status(self, channel: str) -> None:
+        self.status_channels.discard(channel)
         self._stop_when_idle()
 
     def latest_fragment(self, order_id: int) -> str:
@@ -171,13 +179,17 @@ class Hub:
         loop = asyncio.get_running_loop()
         limit = asyncio.Semaphore(ASKS_AT_ONCE)
         while True:
+            started = loop.time()
             try:
-                await self.tick(loop.time(), limit)
+                await self.tick(started, limit)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("The live hub's tick failed; trying again")
-            await asyncio.sleep(TICK_S)
+                started = loop.time()  # after a failure, a whole TICK_S before the next
+            # Ticks start TICK_S apart; one that took longer (a large batch) is followed at
+            # once, since whatever changed meanwhile has waited long enough.
+            await asyncio.sleep(max(0.0, started + TICK_S - loop.time()))
 
     async def tick(self, now: float, limit: asyncio.Semaphore) -> None:
         """One round: worker status and board on their clocks, then the watched orders."""
@@ -199,44 +211,35 @@ class Hub:
         return REFRESH_S * max(1.0, open_orders / 25)
 
     async def _refresh_orders(self, now: float) -> None:
-        open_ids = [pk for pk, watch in self.orders.items() if not watch.closed]
-        if not open_ids:
+        """Read the signatures, rebuild the orders that moved or were marked, send."""
+        watches = {pk: watch for pk, watch in self.orders.items() if not watch.closed}
+        if not watches:
             return
-        # database_sync_to_async (here and below) closes the thread's stale connection, as
-        # Django does after a request: a restarted database is reconnected to.
-        signatures = await database_sync_to_async(_order_signatures, thread_sensitive=False)(
-            open_ids
-        )
-        for pk in open_ids:
-            watch = self.orders.get(pk)  # some left while we waited
-            if watch is None:
-                continue
-            signature = signatures.get(pk)
-            if signature != watch.signature:
-                watch.signature, watch.dirty, watch.quick_asks = signature, True, 0
-            elif watch.snapshot is not None and not watch.workflow_id and now >= watch.ask_at:
+        for watch in watches.values():
+            if watch.snapshot is not None and not watch.workflow_id and now >= watch.ask_at:
                 # Off Temporal (the plain script) an order turns lost by going quiet,
                 # which changes no row: reread those now and then.
                 watch.dirty, watch.ask_at = True, now + self.refresh_every()
-        dirty = [pk for pk in open_ids if pk in self.orders and self.orders[pk].dirty]
-        if dirty:
-            await self._rebuild(dirty, now)
-
-    async def _rebuild(self, order_ids: list[int], now: float) -> None:
-        """Reload orders from the database, join what Temporal said, render, send."""
-        for pk in order_ids:
-            self.orders[pk].dirty = False
+        marked = {pk for pk, watch in watches.items() if watch.dirty}
+        for pk in marked:
+            watches[pk].dirty = False  # marked again by whatever is heard meanwhile
+        built: dict[int, tuple[OrderSnapshot, str] | None] = {}
         try:
-            # One hop to a thread for the whole batch: loading and rendering are sync work.
-            built = await database_sync_to_async(_load_and_render, thread_sensitive=False)(
-                {pk: self.orders[pk] for pk in order_ids}, self.worker
-            )
-            layer = get_channel_layer()
-            for pk in order_ids:
-                watch = self.orders.get(pk)
-                if watch is None or pk not in built:
+            # One hop to a thread per tick: the signatures, then loading and rendering what
+            # moved, are sync work. database_sync_to_async closes the thread's stale
+            # connection, as Django does after a request: a restarted database is
+            # reconnected to.
+            signatures, built = await database_sync_to_async(
+                _read_and_build, thread_sensitive=False
+            )(watches, marked, self.worker)
+            for pk, watch in watches.items():
+                if signatures.get(pk) != watch.signature:
+                    watch.signature, watch.quick_asks = signatures.get(pk), 0
+            for pk, entry in built.items():
+                watch = self.orders.get(pk)  # some left while we waited
+                if watch is None:
                     continue
-                if (entry := built[pk]) is None:  # gone from the database: nothing to watch
+                if entry is None:  # gone from the database: nothing to watch
                     watch.snapshot = None
                     del self.orders[pk]
                     continue
@@ -244,10 +247,10 @@ class Hub:
                 if watch.needs_follow_up and watch.quick_asks == 0:
                     watch.ask_at = min(watch.ask_at, now)
                 if html and html != watch.html:
-                    await layer.group_send(order_group(pk), {"type": "send.html", "html": html})
+                    await _send(watch.channels, html)
                     watch.html = html  # only once sent: a failed send is tried again
         except Exception:
-            for pk in order_ids:  # nothing was shown: try again on the next tick
+            for pk in marked | built.keys():  # nothing was shown: try again on the next tick
                 if pk in self.orders:
                     self.orders[pk].dirty = True
             raise
@@ -290,7 +293,7 @@ class Hub:
             reachable = watch.temporal is not None and watch.temporal.reachable
             if watch.needs_follow_up and reachable and watch.quick_asks < 8:
                 watch.quick_asks += 1
-                watch.ask_at = now + TICK_S * 2 ** (watch.quick_asks - 1)
+                watch.ask_at = now + FOLLOW_UP_S * 2 ** (watch.quick_asks - 1)
             else:
                 # Spread out: orders watched together would otherwise all fall due at once.
                 jitter = random.uniform(0.8, 1.2)  # noqa: S311 - timing, not secrets
@@ -313,7 +316,7 @@ class Hub:
     async def _publish_status(self) -> None:
         html = await database_sync_to_async(render_status)(await self.refresh_worker())
         if html != self._status_html:
-            await get_channel_layer().group_send(STATUS_GROUP, {"type": "send.html", "html": html})
+            await _send(self.status_channels, html)
             self._status_html = html
 
     async def _publish_board(self) -> None:
@@ -321,10 +324,9 @@ class Hub:
         if signature == self._board_signature:
             return
         fragments = await database_sync_to_async(render_board)()
-        layer = get_channel_layer()
         for old, new in zip(self._board_html, fragments, strict=True):
             if old != new:
-                await layer.group_send(BOARD_GROUP, {"type": "send.html", "html": new})
+                await _send(self.board_channels, new)
         self._board_signature, self._board_html = signature, fragments
 
     def _start(self, name: str, job: Coroutine) -> None:
@@ -358,6 +360,35 @@ class Hub:
         self.__init__()
 
 
+async def _send(channels: Iterable[str], html: str) -> None:
+    """A fragment to each watching socket's own channel.
+
+    Not a group send: the in-memory layer sweeps every channel and every group membership
+    for expired messages on each group send (and each receive), and with hundreds of
+    sockets those sweeps cost more than the sends. As with a group send, a socket that
+    stopped reading (its channel full) misses the fragment; its next one is whole again.
+    """
+    layer = get_channel_layer()
+    message = {"type": "send.html", "html": html}
+    for channel in list(channels):
+        with contextlib.suppress(ChannelFull):
+            await layer.send(channel, message)
+
+
+def _read_and_build(
+    watches: dict[int, OrderWatch], marked: set[int], worker: str
+) -> tuple[dict[int, tuple], dict[int, tuple[OrderSnapshot, str] | None]]:
+    """The signatures of the watched orders, and the orders built whose signature moved
+    (or that were marked: Temporal said something new, the worker came or went)."""
+    signatures = _order_signatures(list(watches))
+    moved = {
+        pk: watch
+        for pk, watch in watches.items()
+        if pk in marked or signatures.get(pk) != watch.signature
+    }
+    return signatures, _load_and_render(moved, worker) if moved else {}
+
+
 def _load_and_render(
     watches: dict[int, OrderWatch], worker: str
 ) -> dict[int, tuple[OrderSnapshot, str] | None]:
@@ -388,9 +419,19 @@ def _order_signatures(order_ids: list[int]) -> dict[int, tuple]:
 
     orders/steps.py touches the order's updated_at last, after the ledger row and the
     step record, so a change seen here is a change that is complete.
+
+    Read on every tick, so in plain SQL: building the ORM query (and turning each
+    updated_at into a datetime) cost several times the query itself. The values are only
+    compared with the previous ones.
     """
-    rows = Order.objects.filter(pk__in=order_ids).values_list("pk", "updated_at", "status")
-    return {pk: (updated_at, status) for pk, updated_at, status in rows}
+    if not order_ids:
+        return {}
+    table, pk = connection.ops.quote_name(Order._meta.db_table), Order._meta.pk.column
+    marks = ", ".join(["%s"] * len(order_ids))
+    sql = f"SELECT {pk}, updated_at, status FROM {table} WHERE {pk} IN ({marks})"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, order_ids)
+        return {row[0]: row[1:] for row in cursor.fetchall()}
 
 
 def _board_signature() -> tuple:

@@ -23,7 +23,7 @@ def now() -> float:
 @pytest.mark.django_db(transaction=True)
 async def test_a_watcher_leaving_during_a_tick_does_not_break_the_loop(monkeypatch):
     hub = Hub()
-    hub.orders = {1: OrderWatch(watchers=1), 2: OrderWatch(watchers=1)}
+    hub.orders = {1: OrderWatch(channels={"test!socket"}), 2: OrderWatch(channels={"test!socket"})}
     read_signatures = live._order_signatures
 
     def last_socket_of_order_1_closes_meanwhile(order_ids: list[int]) -> dict[int, tuple]:
@@ -39,8 +39,8 @@ async def test_a_watcher_leaving_during_a_tick_does_not_break_the_loop(monkeypat
 async def test_an_order_keeps_being_asked_after_temporal_was_unreachable(running_order):
     hub = Hub()
     pk = running_order.pk
-    hub.orders = {pk: OrderWatch(watchers=1, temporal=TemporalView(reachable=False))}
-    await hub._rebuild([pk], now())
+    hub.orders = {pk: OrderWatch(channels={"test!socket"}, temporal=TemporalView(reachable=False))}
+    await hub._refresh_orders(now())
     watch = hub.orders[pk]
     assert "Temporal is not reachable" in watch.html
     assert watch.workflow_id == running_order.workflow_id  # the periodic round asks again
@@ -49,7 +49,7 @@ async def test_an_order_keeps_being_asked_after_temporal_was_unreachable(running
 @pytest.mark.django_db(transaction=True)
 async def test_a_worker_coming_back_is_asked_about_at_once(monkeypatch):
     hub = Hub()
-    hub.orders = {1: OrderWatch(watchers=1, ask_at=1e9, dirty=False)}
+    hub.orders = {1: OrderWatch(channels={"test!socket"}, ask_at=1e9, dirty=False)}
 
     async def worker_is_back() -> str:
         return WORKER_UP
@@ -66,8 +66,8 @@ async def test_a_failing_ask_waits_for_the_next_round(monkeypatch, running_order
 
     monkeypatch.setattr(live, "ask_temporal", broken)
     hub = Hub()
-    hub.orders = {running_order.pk: OrderWatch(watchers=1)}
-    await hub._rebuild([running_order.pk], now())
+    hub.orders = {running_order.pk: OrderWatch(channels={"test!socket"})}
+    await hub._refresh_orders(now())
     watch = hub.orders[running_order.pk]
     watch.asking = True
     await hub._ask(running_order.pk, watch, asyncio.Semaphore(1))
@@ -78,15 +78,15 @@ async def test_a_failing_ask_waits_for_the_next_round(monkeypatch, running_order
 @pytest.mark.django_db(transaction=True)
 async def test_orders_whose_update_could_not_be_sent_are_sent_again(running_order, monkeypatch):
     class BrokenLayer:
-        async def group_send(self, group: str, message: dict) -> None:
+        async def send(self, channel: str, message: dict) -> None:
             raise ConnectionError("channel layer away")
 
     monkeypatch.setattr(live, "get_channel_layer", BrokenLayer)
     hub = Hub()
     pk = running_order.pk
-    hub.orders = {pk: OrderWatch(watchers=1, temporal=TemporalView(reachable=False))}
+    hub.orders = {pk: OrderWatch(channels={"test!socket"}, temporal=TemporalView(reachable=False))}
     with pytest.raises(ConnectionError):
-        await hub._rebuild([pk], now())
+        await hub._refresh_orders(now())
     assert hub.orders[pk].html == "" and hub.orders[pk].dirty
 
 
@@ -108,14 +108,14 @@ async def test_a_retry_the_database_announced_is_followed_up_quickly_with_descri
     hub = Hub()
     hub.worker = WORKER_UP
     pk = running_order.pk
-    hub.orders = {pk: OrderWatch(watchers=1, temporal=TemporalView())}
-    await hub._rebuild([pk], now())
+    hub.orders = {pk: OrderWatch(channels={"test!socket"}, temporal=TemporalView())}
+    await hub._refresh_orders(now())
     watch = hub.orders[pk]
     assert watch.needs_follow_up and watch.ask_at <= now()
     gaps = []
     for _ in range(4):
         await hub._ask(pk, watch, asyncio.Semaphore(1))
-        await hub._rebuild([pk], now())
+        await hub._refresh_orders(now())
         gaps.append(watch.ask_at - now())
     assert asked == [True, False, False, False]  # the first is the periodic round's query
     assert gaps == sorted(gaps) and gaps[0] < 0.2  # soon, then less and less often
@@ -128,8 +128,8 @@ async def test_periodic_asks_are_spread_over_the_round(monkeypatch, running_orde
 
     monkeypatch.setattr(live, "ask_temporal", answer)
     hub = Hub()
-    hub.orders = {running_order.pk: OrderWatch(watchers=1)}
-    await hub._rebuild([running_order.pk], now())
+    hub.orders = {running_order.pk: OrderWatch(channels={"test!socket"})}
+    await hub._refresh_orders(now())
     watch = hub.orders[running_order.pk]
     due = set()
     for _ in range(20):
@@ -153,6 +153,6 @@ async def test_the_hub_closes_stale_database_connections_like_a_request_does(
 
     monkeypatch.setattr(channels_db, "close_old_connections", counting_close)
     hub = Hub()
-    hub.orders = {running_order.pk: OrderWatch(watchers=1, temporal=TemporalView())}
+    hub.orders = {running_order.pk: OrderWatch(channels={"test!socket"}, temporal=TemporalView())}
     await hub.tick(now(), asyncio.Semaphore(1))
-    assert closed >= 4  # before and after each hop: the signatures, then the rebuild
+    assert closed >= 2  # before and after the tick's hop: signatures and rebuild together
