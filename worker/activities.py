@@ -50,7 +50,7 @@ def _heartbeating() -> Iterator[None]:
         while not done.wait(HEARTBEAT_EVERY_S):
             try:
                 context.run(activity.heartbeat)
-            except Exception:  # the worker is stopping (its loop closed): nothing to tell
+            except BaseException:  # the worker is stopping (loop closed or cancelling)
                 return
 
     # Not joined: the attempt's answer never waits on a heartbeat in flight; the pump

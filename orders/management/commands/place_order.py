@@ -106,6 +106,12 @@ class Command(BaseCommand):
         announced_retries: set[tuple[str, int]] = set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            order = await Order.objects.aget(pk=order_id)
+            # Temporal first, the ledger second: an attempt's row is written before
+            # Temporal hears it failed, so the attempt is printed before its retry.
+            retries = []
+            if order.workflow_id:
+                retries = await self._retries(order.workflow_id, announced_retries)
             calls = await sync_to_async(_calls_after)(order_id, seen_calls)
             for call in calls:
                 seen_calls = call.pk
@@ -117,9 +123,8 @@ class Command(BaseCommand):
                     step_states[step.name] = step.state
                     result = f" ({step.result})" if step.result else ""
                     self.stdout.write(f"{Step(step.name).label}: {step.state}{result}")
-            order = await Order.objects.aget(pk=order_id)
-            if order.workflow_id:
-                await self._announce_retries(order.workflow_id, announced_retries)
+            for line in retries:
+                self.stdout.write(line)
             if order.is_final:
                 self._report(order)
                 return order.status
@@ -132,23 +137,26 @@ class Command(BaseCommand):
         self.stderr.write(f"Gave up waiting after {timeout:g}s; the order goes on in Temporal.")
         return "timeout"
 
-    async def _announce_retries(self, workflow_id: str, announced: set[tuple[str, int]]) -> None:
+    async def _retries(self, workflow_id: str, announced: set[tuple[str, int]]) -> list[str]:
+        """A line for each retry Temporal has scheduled that was not announced yet."""
         try:
             state = await describe_order(workflow_id)
         except TemporalUnavailable as exc:
             self.stderr.write(str(exc))
-            return
+            return []
+        lines = []
         for pending in state.pending if state else []:
             key = (pending.step, pending.attempt)
             if pending.next_attempt_at is None or key in announced:
                 continue
             announced.add(key)
             wait_s = max(0.0, (pending.next_attempt_at - timezone.now()).total_seconds())
-            self.stdout.write(
+            lines.append(
                 f"  retry: {pending.step} attempt {pending.attempt} of"
                 f" {RETRY_TABLE[pending.step].maximum_attempts or '∞'} in {wait_s:.1f}s"
                 f" (last error: {pending.last_failure})"
             )
+        return lines
 
     def _report(self, order: Order) -> None:
         line = f"Order #{order.pk} {order.status.replace('_', ' ')}"
