@@ -15,6 +15,20 @@ MAX_QUANTITY = 20
 PHONE_PATTERN = re.compile(r"^\+?[0-9 ()-]{6,20}$")
 
 
+ASCII_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+class WholeNumberField(forms.IntegerField):
+    """A whole number in ASCII digits. Python's int() also reads "٤" or "４", which a
+    person checking the order would not read as 4."""
+
+    def to_python(self, value: object) -> int | None:
+        typed = value.strip() if isinstance(value, str) else ""
+        if typed and not ASCII_WHOLE_NUMBER.fullmatch(typed):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
 class ProductChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: Product) -> str:
         return f"{obj.name} — {obj.price} ({obj.available} available)"
@@ -27,7 +41,7 @@ class OrderForm(forms.Form):
         empty_label=None,
         error_messages={"invalid_choice": "No product with that SKU. Pick one from the list."},
     )
-    quantity = forms.IntegerField(
+    quantity = WholeNumberField(
         initial=1,
         min_value=1,
         max_value=MAX_QUANTITY,
@@ -89,8 +103,8 @@ class SwitchForm(forms.Form):
         choices=[(m, m) for m in Mode.values],
         error_messages={"invalid_choice": "Unknown mode %(value)s."},
     )
-    failures = forms.IntegerField(min_value=1, max_value=50, required=False)
-    latency_ms = forms.IntegerField(min_value=10, max_value=60_000, required=False)
+    failures = WholeNumberField(min_value=1, max_value=50, required=False)
+    latency_ms = WholeNumberField(min_value=10, max_value=60_000, required=False)
 
 
 def apply_switch(cleaned: dict) -> ServiceSwitch:

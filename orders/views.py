@@ -27,17 +27,21 @@ def _worker() -> str:
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
+    return _dashboard(request, OrderForm())
+
+
+def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> HttpResponse:
     page = Paginator(Order.objects.select_related("product").prefetch_related("steps"), BOARD_ROWS)
     page_obj = page.get_page(request.GET.get("page"))
     context = board_context() | {
-        "form": OrderForm(),
+        "form": form,
         "page_obj": page_obj,
         "orders": page_obj.object_list,
         "live": page_obj.number == 1,
         "worker": _worker(),
     }
     template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 @require_POST
@@ -45,10 +49,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def place(request: HttpRequest) -> HttpResponse:
     form = OrderForm(request.POST, copies=2 if "compare" in request.POST else 1)
     if not form.is_valid():
-        status = 200 if request.htmx else 400
-        return render(
-            request, "orders/partials/place_order_form.html", {"form": form}, status=status
-        )
+        if not request.htmx:  # the whole page, the errors next to the fields
+            return _dashboard(request, form, status=400)
+        return render(request, "orders/partials/place_order_form.html", {"form": form})
     if "compare" in request.POST:
         order = place_comparison(form.cleaned_data)
         url = reverse("orders:compare", kwargs={"pk": order.pk})

@@ -78,6 +78,9 @@ def test_placing_an_order_without_htmx_redirects_to_its_page(client, live_tempor
         ("quantity", "500", "At most 20 units per order."),
         ("email", "not-an-email", "Enter an email address"),
         ("customer_name", "   ", "This field is required."),
+        ("quantity", "٤", "Enter a whole number."),  # Arabic-Indic four
+        ("quantity", "４", "Enter a whole number."),  # full-width four
+        ("quantity", "1e1", "Enter a whole number."),
     ],
 )
 def test_bad_order_input_is_explained_next_to_the_field_and_creates_nothing(
@@ -90,6 +93,12 @@ def test_bad_order_input_is_explained_next_to_the_field_and_creates_nothing(
     assert response.status_code == 200
     assert message in html
     assert f'data-field="{field}"' in html
+    assert not Order.objects.exists()
+    # Without htmx: the whole page, the same message beside the field, nothing created.
+    page = client.post("/orders/new/", GOOD_ORDER | {field: value})
+    assert page.status_code == 400
+    assert "<!doctype html>" in page.content.decode() and message in page.content.decode()
+    assert 'ws-connect="/ws/orders/"' in page.content.decode()
     assert not Order.objects.exists()
 
 
