@@ -122,7 +122,9 @@ def cancel(order: Order, actor: str, reason: str, step: str) -> str:
             f"Order #{order.pk} is already being cancelled by {order.cancel_requested_by}."
         )
     try:
-        async_to_sync(cancel_order_workflow)(order.workflow_id)
+        async_to_sync(cancel_order_workflow)(
+            order.workflow_id, reason=f"cancelled by {actor} from orderdash" + _why(reason)
+        )
     except BaseException:
         Order.objects.filter(pk=order.pk).update(cancel_requested_by="")
         raise

@@ -42,6 +42,7 @@ from orders.contract import (
     Decision,
     OrderInput,
     OrderProgress,
+    format_cents,
     workflow_id_for,
 )
 from orders.step_state import PendingAttempt
@@ -112,7 +113,11 @@ async def start_order_workflow(order: OrderInput, workflow_id: str, placed_at: s
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             memo={"placed_at": placed_at},
-            static_summary=f"Order #{order.order_id}: {order.quantity} × {order.sku}",
+            # What the Temporal Web UI lists for the workflow, as the dashboard shows it.
+            static_summary=(
+                f"Order #{order.order_id}: {order.customer_name}, {order.quantity} ×"
+                f" {order.sku}, {format_cents(order.amount_cents)}"
+            ),
             rpc_timeout=rpc_timeout(),
         )
     except WorkflowAlreadyStartedError as exc:
@@ -263,10 +268,11 @@ async def resume_step(workflow_id: str, step: str, *, identity: str) -> None:
     )
 
 
-async def cancel_order_workflow(workflow_id: str) -> None:
-    """Ask the workflow to cancel: it undoes what was done and ends `cancelled`."""
+async def cancel_order_workflow(workflow_id: str, *, reason: str) -> None:
+    """Ask the workflow to cancel: it undoes what was done and ends `cancelled`. The
+    reason (who, and why) goes into Temporal's history too."""
     client = await get_client()
-    await client.get_workflow_handle(workflow_id).cancel(rpc_timeout=rpc_timeout())
+    await client.get_workflow_handle(workflow_id).cancel(reason=reason, rpc_timeout=rpc_timeout())
 
 
 async def decide_order(workflow_id: str, decision: Decision) -> None:

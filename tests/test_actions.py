@@ -191,3 +191,16 @@ def test_the_order_command_acts_and_explains_refusals(running_order):
         call_command("order", "cancel", "99999", stdout=io.StringIO())
     entry = OperatorAction.objects.get(order=running_order)
     assert entry.actor.endswith("(terminal)") and not entry.accepted
+
+
+def test_audit_counts_what_operators_did(running_order):
+    Order.objects.filter(pk=running_order.pk).update(status="completed")
+    running_order.refresh_from_db()
+    act(running_order, "cancel", actor="olga")  # refused: already completed
+    call_command("services", "set", "sms", "down", stdout=io.StringIO())
+    out = io.StringIO()
+    with pytest.raises(SystemExit):  # the completed order has no charge: it does not add up
+        call_command("audit", stdout=out, stderr=io.StringIO())
+    assert "Operators: 0 action(s) on these orders, 1 refused; 1 switch change(s)." in (
+        out.getvalue()
+    )

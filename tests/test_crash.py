@@ -155,6 +155,7 @@ def test_audit_passes_when_every_order_adds_up(live_temporal, catalogue):
         "  shipping: 1 attempt, 1 shipment",
         "  email: 1 attempt, 1 email",
         "  sms: 1 attempt, 1 SMS",
+        "Operators: 0 action(s) on these orders, 0 refused; 0 switch change(s).",
     ]
 
 

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         OrderProgress,
         OrderStatus,
         StatusRequest,
+        Step,
         StepProgress,
         StepRequest,
         StepResult,
@@ -145,6 +146,8 @@ class OrderWorkflow:
     async def _step(self, name: str, request: StepRequest) -> StepResult:
         step = self._steps[name]
         step.state = StepState.RUNNING
+        # The Temporal Web UI shows this beside the workflow: the step it is on now.
+        workflow.set_current_details(f"{Step(name).label}")
         policy = RETRY_TABLE[name]
         try:
             result = await workflow.execute_activity(

@@ -3,9 +3,10 @@
 from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count, Q, QuerySet
 
 from orders.audit import audit_order
-from orders.models import Order
+from orders.models import Action, OperatorAction, Order
 
 
 class Command(BaseCommand):
@@ -28,6 +29,21 @@ class Command(BaseCommand):
             for service in audit.services:
                 self.stdout.write(f"  {service.line}")
             broken += not audit.adds_up
+        self.stdout.write(_operators_line(orders))
         if broken:
             self.stderr.write(f"{broken} order(s) whose effects don't add up.")
             raise SystemExit(1)
+
+
+def _operators_line(orders: QuerySet[Order]) -> str:
+    """What people did, beside what the services did: actions on these orders (refused
+    ones apart) and switches flipped."""
+    actions = OperatorAction.objects.filter(order__in=orders)
+    counts = actions.aggregate(
+        done=Count("id", filter=Q(accepted=True)), refused=Count("id", filter=Q(accepted=False))
+    )
+    flips = OperatorAction.objects.filter(action=Action.SWITCH).count()
+    return (
+        f"Operators: {counts['done']} action(s) on these orders, {counts['refused']} refused;"
+        f" {flips} switch change(s)."
+    )
