@@ -6,6 +6,7 @@ arrives: in a page, or over a websocket.
 
 from __future__ import annotations
 
+from django.db.models import Count, Q
 from django.template.loader import render_to_string
 
 from orders.contract import OrderStatus
@@ -42,12 +43,21 @@ def _ledger_key(snapshot: OrderSnapshot) -> tuple:
     )
 
 
-def render_status(worker: str) -> str:
-    """The header's worker pill and banners, with the number of orders still queued."""
-    queued = Order.objects.filter(status=OrderStatus.QUEUED).count()
-    return render_to_string(
-        "orders/partials/worker_status.html", {"worker": worker, "queued": queued, "oob": True}
+def waiting() -> dict[str, int]:
+    """Orders waiting: for Temporal (queued), and for an operator (approval)."""
+    counts = Order.objects.filter(
+        status__in=[OrderStatus.QUEUED, OrderStatus.AWAITING_APPROVAL]
+    ).aggregate(
+        queued=Count("id", filter=Q(status=OrderStatus.QUEUED)),
+        awaiting=Count("id", filter=Q(status=OrderStatus.AWAITING_APPROVAL)),
     )
+    return {"queued": counts["queued"], "awaiting": counts["awaiting"]}
+
+
+def render_status(worker: str) -> str:
+    """The header's worker pill and banners, with the orders waiting (queued, approval)."""
+    context = {"worker": worker, "oob": True} | waiting()
+    return render_to_string("orders/partials/worker_status.html", context)
 
 
 def board_context() -> dict:

@@ -13,6 +13,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from orders.access import operators_only
 from orders.actions import act, record_switch
+from orders.contract import OrderStatus
 from orders.forms import OrderForm, SwitchForm, apply_switch
 from orders.models import Engine, Order
 from orders.placement import place_comparison, place_order
@@ -31,13 +32,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> HttpResponse:
-    page = Paginator(Order.objects.select_related("product").prefetch_related("steps"), BOARD_ROWS)
-    page_obj = page.get_page(request.GET.get("page"))
+    orders = Order.objects.select_related("product").prefetch_related("steps")
+    # One filter for now: the operators' inbox (?status=awaiting_approval) and the like.
+    only = request.GET.get("status", "")
+    if only in OrderStatus.values:
+        orders = orders.filter(status=only)
+    page_obj = Paginator(orders, BOARD_ROWS).get_page(request.GET.get("page"))
     context = board_context() | {
         "form": form,
         "page_obj": page_obj,
         "orders": page_obj.object_list,
-        "live": page_obj.number == 1,
+        "status_filter": only if only in OrderStatus.values else "",
+        # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
+        "live": page_obj.number == 1 and only not in OrderStatus.values,
         "worker": _worker(),
     }
     template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"

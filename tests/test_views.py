@@ -262,3 +262,16 @@ def test_a_path_outside_what_exists_is_a_plain_404(client, catalogue, path):
 
 def test_static_files_are_served_by_the_web_process(client):
     assert client.get("/static/orders/orderdash.css").status_code == 200
+
+
+def test_orders_waiting_for_approval_are_counted_and_one_click_away(client, running_order):
+    Order.objects.filter(pk=running_order.pk).update(status="awaiting_approval")
+    page = client.get("/").content.decode()
+    assert 'data-awaiting="1"' in page
+    assert '/?status=awaiting_approval">1 order waits for an operator' in page
+    inbox = client.get("/?status=awaiting_approval").content.decode()
+    assert f'id="order-{running_order.pk}"' in inbox
+    assert 'data-status-filter="awaiting_approval"' in inbox
+    assert 'ws-connect="/ws/orders/"' not in inbox  # a filtered list is not the live one
+    assert f'id="order-{running_order.pk}"' not in client.get("/?status=completed").content.decode()
+    assert f'id="order-{running_order.pk}"' in client.get("/?status=nonsense").content.decode()

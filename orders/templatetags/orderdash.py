@@ -28,6 +28,8 @@ STATUS_ICONS = {
     "completed_with_warnings": "⚠",
     "failed": "✖",
     "cancelled": "⊘",
+    "awaiting_approval": "✋",
+    "rejected": "⊘",
 }
 
 
