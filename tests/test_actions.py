@@ -204,3 +204,25 @@ def test_audit_counts_what_operators_did(running_order):
     assert "Operators: 0 action(s) on these orders, 1 refused; 1 switch change(s)." in (
         out.getvalue()
     )
+
+
+def test_a_cancel_while_the_saga_undoes_a_failure_does_not_stop_the_undoing(
+    live_temporal, catalogue, settings
+):
+    settings.APPROVAL_THRESHOLD_CENTS = 1  # holds the order after its stock is reserved
+    order = wait_until(place(), lambda o: o.status == "awaiting_approval")
+    set_switch("payment", "reject")  # the card is declined: the saga releases the stock…
+    set_switch("inventory", "down")  # …which keeps failing while inventory is down
+    assert act(order, "approve", actor="olga").accepted
+    wait_until(
+        order,
+        lambda o: ServiceCall.objects.filter(
+            order=o, operation="release", outcome="error"
+        ).exists(),
+        what="a release attempt failed",
+    )
+    assert act(order, "cancel", actor="otto", reason="mid-saga").accepted
+    set_switch("inventory", "healthy")
+    order = wait_until(order, lambda o: o.is_final, what="the saga to finish")
+    assert order.status == "failed"  # how it ended: the declined card, fully undone
+    assert Reservation.objects.get(order=order).state == "released"

@@ -7,8 +7,10 @@ code only says what happens in which order and what to undo when a step fails fo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -128,19 +130,25 @@ class OrderWorkflow:
         except ActivityError as error:
             cancelled = is_cancelled_exception(error)
             outcome.error = "Cancelled" if cancelled else failure_message(error)
-            await self._undo(request)
-            return await self._finish(
-                outcome, OrderStatus.CANCELLED if cancelled else OrderStatus.FAILED
-            )
+            status = OrderStatus.CANCELLED if cancelled else OrderStatus.FAILED
+            return await _beyond_cancellation(self._undo_and_finish(request, outcome, status))
         except asyncio.CancelledError:
             outcome.error = "Cancelled"
-            await self._undo(request)
-            return await self._finish(outcome, OrderStatus.CANCELLED)
+            return await _beyond_cancellation(
+                self._undo_and_finish(request, outcome, OrderStatus.CANCELLED)
+            )
         except OrderRejected as rejected:
             outcome.error = str(rejected)
-            await self._undo(request)
-            return await self._finish(outcome, OrderStatus.REJECTED)
+            return await _beyond_cancellation(
+                self._undo_and_finish(request, outcome, OrderStatus.REJECTED)
+            )
         status = OrderStatus.COMPLETED_WITH_WARNINGS if self._warnings else OrderStatus.COMPLETED
+        return await _beyond_cancellation(self._finish(outcome, status))
+
+    async def _undo_and_finish(
+        self, request: StepRequest, outcome: OrderOutcome, status: str
+    ) -> OrderOutcome:
+        await self._undo(request)
         return await self._finish(outcome, status)
 
     async def _step(self, name: str, request: StepRequest) -> StepResult:
@@ -265,6 +273,22 @@ class OrderWorkflow:
         # Derived from the workflow id: the same on every retry and after every crash.
         operation = {"inventory": "reserve", "payment": "charge", "shipping": "ship"}
         return f"{workflow.info().workflow_id}:{operation.get(step, step)}"
+
+
+async def _beyond_cancellation(work: Coroutine[Any, Any, OrderOutcome]) -> OrderOutcome:
+    """Run the undoing and the finish to the end, whatever cancel request arrives meanwhile.
+
+    A cancel that lands while the saga undoes a failure, or while the outcome is being
+    written, would otherwise cancel those activities too: the stock and the charge would
+    stay, and the order would never get its final status.
+    """
+    task = asyncio.ensure_future(work)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                return task.result()
 
 
 def _duration(span: timedelta) -> str:
