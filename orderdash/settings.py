@@ -160,6 +160,10 @@ TEMPORAL_RPC_TIMEOUT = envfloat("TEMPORAL_RPC_TIMEOUT", "2")
 APPROVAL_THRESHOLD_CENTS = envint("APPROVAL_THRESHOLD_CENTS", "100000")
 # Nobody decided within this long: the order is rejected (and undone), with that reason.
 APPROVAL_TIMEOUT_SECONDS = envint("APPROVAL_TIMEOUT_SECONDS", "3600")
+if APPROVAL_TIMEOUT_SECONDS < 1 or APPROVAL_THRESHOLD_CENTS < 0:
+    raise ImproperlyConfigured(
+        "APPROVAL_TIMEOUT_SECONDS must be at least 1, APPROVAL_THRESHOLD_CENTS at least 0"
+    )
 # How long placing an order waits for Temporal to take it; past that the order stays
 # queued and the starter starts it when Temporal answers.
 TEMPORAL_START_WAIT = envfloat("TEMPORAL_START_WAIT", "1")

@@ -7,6 +7,7 @@ An action that does not apply says why and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.utils import timezone
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from orders.contract import Decision, OrderStatus, Step, StepState
@@ -25,6 +26,7 @@ from orders.temporal import (
     TemporalUnavailable,
     cancel_order_workflow,
     decide_order,
+    order_workflow_id,
     pause_step,
     resume_step,
 )
@@ -107,6 +109,11 @@ def cancel(order: Order, actor: str, reason: str, step: str) -> str:
             finished_at=timezone.now(),
         )
         if cancelled:
+            # A start whose answer was lost may have gone through after all: tell it too.
+            with contextlib.suppress(TemporalUnavailable, RPCError):
+                async_to_sync(cancel_order_workflow)(
+                    order_workflow_id(order.pk), reason=f"cancelled by {actor} while queued"
+                )
             return f"Order #{order.pk} cancelled before it started; nothing had been done."
         order.refresh_from_db()  # the starter started it meanwhile: cancel the workflow
     claimed = (
@@ -147,6 +154,13 @@ def _decide(approve: bool) -> Callable[[Order, str, str, str], str]:
             async_to_sync(decide_order)(order.workflow_id, decision)
         except WorkflowUpdateFailedError as exc:
             raise Refused(str(exc.cause.message if exc.cause else exc)) from exc
+        except RPCTimeoutOrCancelledError:
+            # No worker took it in time: Temporal keeps it, and it may still apply.
+            verdict = "approval" if approve else "rejection"
+            return (
+                f"Your {verdict} of order #{order.pk} is with Temporal but not yet confirmed:"
+                " no worker answered in time. The page shows it once a worker takes it."
+            )
         if approve:
             return f"Order #{order.pk} approved: it goes on to payment."
         return f"Order #{order.pk} rejected: its stock is released and it ends rejected."
@@ -188,7 +202,13 @@ def retry_now(order: Order, actor: str, reason: str, step: str) -> str:
     # A pause and an unpause start the next attempt at once and keep the attempt count
     # (a reset would start counting again from 1).
     async_to_sync(pause_step)(order.workflow_id, step, identity=actor, reason=reason or "retry now")
-    async_to_sync(resume_step)(order.workflow_id, step, identity=actor)
+    try:
+        async_to_sync(resume_step)(order.workflow_id, step, identity=actor)
+    except (TemporalUnavailable, RPCError) as exc:
+        raise Refused(
+            f"{Step(step).label} was paused to retry it now, but could not be resumed ({exc}):"
+            " it is paused now; resume it when Temporal answers."
+        ) from exc
     return f"{Step(step).label}: the next attempt starts now instead of after its backoff."
 
 

@@ -29,6 +29,7 @@ from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
+from orders.contract import OrderStatus
 from orders.models import Engine, Order
 from orders.progress import (
     OrderSnapshot,
@@ -441,7 +442,7 @@ def _board_signature() -> tuple:
     # A plain-script order turns "lost" by going quiet, which changes no row: count them.
     stalled = Order.objects.filter(
         engine=Engine.PLAIN,
-        status="running",
+        status=OrderStatus.RUNNING,
         updated_at__lt=timezone.now() - timedelta(seconds=Order.PLAIN_STALL_S),
     ).count()
     return (Order.objects.aggregate(Max("id"), Max("updated_at")), tuple(switches), stalled)

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
+from temporalio.service import RPCError
 
 from orders.contract import STEPS, OrderInput, OrderStatus
 from orders.models import Engine, Order, OrderStep
@@ -17,6 +18,7 @@ from orders.simulator.models import Product
 from orders.temporal import (
     TemporalUnavailable,
     WorkflowIdTaken,
+    cancel_order_workflow,
     order_workflow_id,
     start_order_workflow,
 )
@@ -84,6 +86,9 @@ async def start_workflow(order: Order, *, wait: float | None = None) -> Order:
             start_error=order.start_error, updated_at=timezone.now()
         )
         return order
+    except RPCError as exc:  # an answer Temporal gave but not the one expected
+        log.warning("Order %s queued: %s", order.pk, exc)
+        return order
     except WorkflowIdTaken as exc:
         order.status, order.failure_reason = OrderStatus.STOPPED, str(exc)
         await Order.objects.filter(pk=order.pk).aupdate(
@@ -101,7 +106,11 @@ async def start_workflow(order: Order, *, wait: float | None = None) -> Order:
             default=F("status"),
         ),
     )
-    await order.arefresh_from_db(fields=["status"])
+    await order.arefresh_from_db(fields=["status", "cancel_requested_by"])
+    if order.status == OrderStatus.CANCELLED:
+        # Cancelled while it was queued, and started meanwhile (by this start, or by one
+        # whose answer was lost): the workflow is told too, and undoes what it did.
+        await cancel_order_workflow(workflow_id, reason=f"cancelled by {order.cancel_requested_by}")
     return order
 
 

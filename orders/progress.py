@@ -73,10 +73,6 @@ class OrderSnapshot:
         return order.engine == Engine.TEMPORAL and not order.is_final and not order.is_lost
 
     @property
-    def current_step(self) -> StepView | None:
-        return next((s for s in self.steps if s.state in IN_FLIGHT), None)
-
-    @property
     def from_temporal(self) -> bool:
         """Temporal answered and its answer is part of this picture."""
         return self.source in (Source.LIVE, Source.NO_WORKER)
@@ -92,9 +88,6 @@ class OrderSnapshot:
     def compensating(self) -> bool:
         """A step failed for good: the workflow is undoing the others (only it knows how far)."""
         return self.from_temporal and any(step.state == StepState.FAILED for step in self.steps)
-
-
-IN_FLIGHT = (StepState.RUNNING, StepState.RETRYING)
 
 
 def in_flight_on_temporal(order: Order) -> bool:

@@ -36,16 +36,22 @@ QUIET_FOR = timedelta(seconds=10)
 AT_ONCE = 16  # Temporal calls in flight at once
 
 
-def _queued(limit: int) -> list[Order]:
-    queued = Order.objects.filter(engine=Engine.TEMPORAL, status=OrderStatus.QUEUED)
-    return list(queued.select_related("product").order_by("id")[:limit])
+def _unstarted(limit: int) -> list[Order]:
+    """Temporal orders with no workflow id yet: queued ones, and any whose start went
+    through while its answer was lost (its first attempt may have made it running)."""
+    unstarted = Order.objects.filter(engine=Engine.TEMPORAL, workflow_id="").exclude(
+        status__in=OrderStatus.final()
+    )
+    return list(unstarted.select_related("product").order_by("id")[:limit])
 
 
-def _quiet_in_flight(limit: int) -> list[Order]:
-    in_flight = Order.objects.filter(engine=Engine.TEMPORAL).exclude(workflow_id="")
+def _quiet_in_flight(after: int, limit: int) -> list[Order]:
+    """In-flight orders quiet for a while, by order number from `after` on: round after
+    round the starter walks through all of them, however many there are."""
+    in_flight = Order.objects.filter(engine=Engine.TEMPORAL, pk__gt=after).exclude(workflow_id="")
     in_flight = in_flight.exclude(status__in=[*OrderStatus.final(), OrderStatus.QUEUED])
     quiet = in_flight.filter(updated_at__lt=timezone.now() - QUIET_FOR)
-    return list(quiet.order_by("updated_at")[:limit])
+    return list(quiet.order_by("pk")[:limit])
 
 
 def _mark_stopped(order_id: int, reason: str) -> bool:
@@ -61,8 +67,10 @@ def _mark_stopped(order_id: int, reason: str) -> bool:
 async def start_queued(limit: int = BATCH) -> int:
     """Start queued orders, oldest first; stop at the first that Temporal does not take."""
     started = 0
-    for order in await database_sync_to_async(_queued)(limit):
+    for order in await database_sync_to_async(_unstarted)(limit):
         order = await start_workflow(order, wait=settings.TEMPORAL_RPC_TIMEOUT * 2)
+        if order.status == OrderStatus.CANCELLED:
+            continue  # an operator cancelled it meanwhile: start_workflow stopped it
         if order.status == OrderStatus.QUEUED:
             break  # Temporal is still away: the next round tries again
         started += 1
@@ -70,8 +78,9 @@ async def start_queued(limit: int = BATCH) -> int:
     return started
 
 
-async def reconcile_in_flight(limit: int = BATCH) -> int:
-    """Mark orders whose workflow Temporal no longer runs as stopped; how many were."""
+async def reconcile_in_flight(limit: int = BATCH, after: int = 0) -> tuple[int, int]:
+    """Mark orders whose workflow Temporal no longer runs as stopped. Returns how many
+    were, and the order number to go on from next round (0: start over)."""
     limit_calls = asyncio.Semaphore(AT_ONCE)
 
     async def check(order: Order) -> bool:
@@ -86,20 +95,23 @@ async def reconcile_in_flight(limit: int = BATCH) -> int:
         )
         return await database_sync_to_async(_mark_stopped)(order.pk, reason)
 
-    orders = await database_sync_to_async(_quiet_in_flight)(limit)
+    orders = await database_sync_to_async(_quiet_in_flight)(after, limit)
+    resume_after = orders[-1].pk if len(orders) == limit else 0
     try:
         stopped = await asyncio.gather(*(check(order) for order in orders))
     except TemporalUnavailable:
-        return 0
-    return sum(stopped)
+        return 0, after
+    return sum(stopped), resume_after
 
 
 async def run_starter(stop: asyncio.Event) -> None:
     """Both jobs, round after round, until `stop` is set."""
+    after = 0
     while not stop.is_set():
         try:
             await start_queued()
-            if stopped := await reconcile_in_flight():
+            stopped, after = await reconcile_in_flight(after=after)
+            if stopped:
                 log.warning("%d orders stopped in Temporal before they finished", stopped)
         except Exception:
             log.exception("The starter's round failed; trying again")

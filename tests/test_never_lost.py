@@ -14,10 +14,11 @@ from django.db import connection
 
 from orderdash.stack import LocalStack, free_port
 from orders import starter
+from orders.actions import act
 from orders.audit import audit_order
 from orders.models import Order
-from orders.placement import place_order
-from orders.simulator.models import Product
+from orders.placement import create_order, place_order, start_workflow
+from orders.simulator.models import Charge, Product
 from orders.temporal import get_client, order_workflow_id
 from tests.conftest import set_switch
 
@@ -123,8 +124,55 @@ def test_an_order_whose_workflow_was_terminated_becomes_stopped(
 
     async_to_sync(terminate)()
     monkeypatch.setattr(starter, "QUIET_FOR", starter.timedelta(0))
-    assert async_to_sync(starter.reconcile_in_flight)() == 1
+    assert async_to_sync(starter.reconcile_in_flight)() == (1, 0)
     order.refresh_from_db()
     assert order.status == "stopped"
     assert f"reports it as terminated for workflow {order.workflow_id}" in order.failure_reason
-    assert async_to_sync(starter.reconcile_in_flight)() == 0  # once only
+    assert async_to_sync(starter.reconcile_in_flight)() == (0, 0)  # once only
+
+
+def keyboard_order() -> dict:
+    return {
+        "product": Product.objects.get(sku="KB-01"),
+        "quantity": 1,
+        "customer_name": "Queued Quentin",
+        "email": "quentin@example.com",
+        "address": "4 Waiting Lane",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_order_cancelled_before_it_starts_is_never_started(
+    live_temporal, catalogue, settings
+):
+    reachable = settings.TEMPORAL_ADDRESS
+    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"  # Temporal away
+    order = place_order(keyboard_order())
+    assert order.status == "queued"
+    assert act(order, "cancel", actor="olga").accepted
+    settings.TEMPORAL_ADDRESS = reachable  # back: the starter's round finds nothing to start
+    assert async_to_sync(starter.start_queued)() == 0
+    order.refresh_from_db()
+    assert (order.status, order.workflow_id) == ("cancelled", "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_cancelled_while_its_start_was_under_way_is_undone(live_temporal, catalogue):
+    order = create_order(keyboard_order())  # saved queued; its start is about to happen
+    Order.objects.filter(pk=order.pk).update(status="cancelled", cancel_requested_by="olga")
+    async_to_sync(start_workflow)(order)  # the start went through all the same
+
+    async def workflow_status() -> str:
+        temporal = await get_client()
+        described = await temporal.get_workflow_handle(order_workflow_id(order.pk)).describe()
+        return described.status.name
+
+    deadline = time.monotonic() + 30
+    while async_to_sync(workflow_status)() == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert async_to_sync(workflow_status)() == "COMPLETED"  # it ran its undo and finish
+    order.refresh_from_db()
+    assert order.status == "cancelled"
+    assert order.workflow_id == order_workflow_id(order.pk)
+    assert audit_order(order).adds_up  # nothing charged, or refunded; stock released
+    assert not Charge.objects.filter(order=order, refunded_at__isnull=True).exists()

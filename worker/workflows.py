@@ -91,7 +91,12 @@ class OrderWorkflow:
     @decide.validator
     def only_while_waiting(self, decision: Decision) -> None:
         # Refused here, the update never reaches history: nothing changes.
-        if not self._awaiting_approval or self._decision is not None:
+        if self._decision is not None:
+            verdict = "approved" if self._decision.approve else "rejected"
+            raise ValueError(
+                f"Order #{self._order_id} was already {verdict} by {self._decision.by}."
+            )
+        if not self._awaiting_approval:
             raise ValueError(
                 f"Order #{self._order_id} is not waiting for approval (it is {self._status})."
             )

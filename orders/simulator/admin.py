@@ -17,7 +17,11 @@ class ProductAdmin(admin.ModelAdmin):
 @admin.register(ServiceSwitch)
 class ServiceSwitchAdmin(admin.ModelAdmin):
     list_display = ["service", "mode", "failures", "failures_left", "latency_ms", "updated_at"]
-    list_editable = ["mode", "failures", "failures_left", "latency_ms"]
+    # Read-only: a flip goes through the dashboard or `services set`, which record who.
+    readonly_fields = ["service", "mode", "failures", "failures_left", "latency_ms"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(ServiceCall)
