@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from orders.access import may_watch
 from orders.live import hub
 from orders.models import Order
-from orders.render import render_board, render_status
 
 # Close codes in the 4000 range are ours; htmx does not reconnect after them.
 CLOSE_FORBIDDEN = 4403
@@ -28,8 +26,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def join(self) -> None:
         self.joined = True
         hub.watch_status(self.channel_name)
-        worker = await hub.current_worker()
-        await self.send(text_data=await database_sync_to_async(render_status)(worker))
+        await self.send(text_data=await hub.status_snapshot())
 
     async def leave(self) -> None:
         if self.joined:
@@ -62,7 +59,7 @@ class BoardConsumer(LiveConsumer):
             return
         hub.watch_board(self.channel_name)
         await self.join()
-        for html in await _board_snapshot():
+        for html in await hub.board_snapshot():
             await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
@@ -112,7 +109,3 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
             )
         )
         await self.close(code=CLOSE_NOT_FOUND)
-
-
-async def _board_snapshot() -> tuple[str, str]:
-    return await database_sync_to_async(render_board)()

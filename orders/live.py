@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
@@ -45,6 +46,7 @@ from orders.simulator.models import ServiceSwitch
 from orders.temporal import WORKER_DOWN, WORKER_UP, worker_status
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TICK_S = 0.025  # how often the watched orders' database signatures are checked
 FOLLOW_UP_S = 0.05  # first follow-up ask after a retry the database announced; then doubling
@@ -108,6 +110,8 @@ class Hub:
         self._board_html: tuple[str, str] = ("", "")
         self._status_html = ""
         self._worker_checked_at = -1e9
+        # One render in flight shared by every socket that joins meanwhile.
+        self._rendering: dict[str, asyncio.Future] = {}
 
     # What sockets watch, each by its channel -----------------------------------------
     @property
@@ -140,6 +144,8 @@ class Hub:
         self._stop_when_idle()
 
     def watch_status(self, channel: str) -> None:
+        if not self.status_channels:
+            self._status_html = ""  # nobody watched: what was last sent may be old
         self.status_channels.add(channel)
         self._ensure_running()
 
@@ -151,6 +157,32 @@ class Hub:
         """The fragment last sent to this order's watchers ("" before the first)."""
         watch = self.orders.get(order_id)
         return watch.html if watch else ""
+
+    async def board_snapshot(self) -> tuple[str, str]:
+        """The board for a socket that joins: as its watchers last got it, or rendered
+        once for all the sockets joining together (hundreds may, after a reload)."""
+        if self._board_html[0] and self._board_signature is not None:
+            return self._board_html
+        return await self._render_once("board", render_board)
+
+    async def status_snapshot(self) -> str:
+        """The worker status fragment for a socket that joins, the same way."""
+        if self._status_html:
+            return self._status_html
+
+        def render() -> str:
+            return render_status(self.worker)
+
+        await self.current_worker()
+        return await self._render_once("status", render)
+
+    async def _render_once(self, name: str, render: Callable[[], T]) -> T:
+        rendering = self._rendering.get(name)
+        if rendering is None or rendering.done():
+            # Not Channels' one sync thread: joining sockets must not queue behind it.
+            work = database_sync_to_async(render, thread_sensitive=False)()
+            rendering = self._rendering[name] = asyncio.ensure_future(work)
+        return await asyncio.shield(rendering)
 
     async def current_worker(self) -> str:
         """The worker status; a socket that connects while others are open costs nothing."""

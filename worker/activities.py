@@ -48,6 +48,8 @@ def _heartbeating() -> Iterator[None]:
 
     def pump() -> None:
         while not done.wait(HEARTBEAT_EVERY_S):
+            if context.run(activity.is_worker_shutdown):
+                return  # nobody to tell any more
             try:
                 context.run(activity.heartbeat)
             except BaseException:  # the worker is stopping (loop closed or cancelling)
