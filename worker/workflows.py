@@ -18,6 +18,7 @@ from temporalio.exceptions import (
     ApplicationError,
     is_cancelled_exception,
 )
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from orders.contract import (
@@ -162,15 +163,29 @@ class OrderWorkflow:
         # The Temporal Web UI shows this beside the workflow: the step it is on now.
         workflow.set_current_details(f"{Step(name).label}")
         policy = RETRY_TABLE[name]
+        attempt = workflow.start_activity(
+            STEP_ACTIVITIES[name],
+            replace(request, idempotency_key=self._key(name)),
+            result_type=StepResult,
+            start_to_close_timeout=policy.start_to_close,
+            heartbeat_timeout=policy.heartbeat,
+            retry_policy=policy.retry_policy(),
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
         try:
-            result = await workflow.execute_activity(
-                STEP_ACTIVITIES[name],
-                replace(request, idempotency_key=self._key(name)),
-                result_type=StepResult,
-                start_to_close_timeout=policy.start_to_close,
-                heartbeat_timeout=policy.heartbeat,
-                retry_policy=policy.retry_policy(),
-            )
+            result = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            # The order is being cancelled. Let the attempt in flight end first: undoing
+            # before it ends would release stock it has not reserved yet (or refund a
+            # charge not made yet), and what it then did would stay.
+            attempt.cancel()
+            try:
+                result = await attempt
+            except BaseException:
+                step.state = StepState.FAILED  # tried: undoing it is safe either way
+            else:
+                self._took_effect(step, result)
+            raise
         except ActivityError as error:
             step.state = StepState.FAILED
             step.error = failure_message(error)
@@ -178,11 +193,14 @@ class OrderWorkflow:
             if isinstance(cause, ApplicationError) and cause.details:
                 step.attempts = int(cause.details[0])  # the activity sends its attempt number
             raise
+        self._took_effect(step, result)
+        return result
+
+    def _took_effect(self, step: StepProgress, result: StepResult) -> None:
         step.state = StepState.COMPLETED
         step.attempts = result.attempt
         step.result = result.reference
         step.error = ""
-        return result
 
     async def _await_approval(self, order: OrderInput) -> None:
         """Hold the order, its stock reserved, until an operator decides or time runs out."""
