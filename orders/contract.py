@@ -152,13 +152,13 @@ def _policy(attempts: int, *non_retryable: str, timeout_s: float = 5) -> StepPol
 
 
 RETRY_TABLE: dict[str, StepPolicy] = {
-    Step.INVENTORY: _policy(6, "OutOfStock"),
-    Step.PAYMENT: _policy(6, "CardDeclined"),
+    Step.INVENTORY: _policy(6, BUSINESS_ERRORS[Service.INVENTORY]),
+    Step.PAYMENT: _policy(6, BUSINESS_ERRORS[Service.PAYMENT]),
     Step.COMMIT: _policy(6),
-    Step.SHIPPING: _policy(5, "AddressInvalid"),
-    Step.EMAIL: _policy(5, "MailboxRejected"),
+    Step.SHIPPING: _policy(5, BUSINESS_ERRORS[Service.SHIPPING]),
+    Step.EMAIL: _policy(5, BUSINESS_ERRORS[Service.EMAIL]),
     # SMS is a courtesy: give up sooner, and the order completes with a warning.
-    Step.SMS: _policy(3, "NumberInvalid"),
+    Step.SMS: _policy(3, BUSINESS_ERRORS[Service.SMS]),
     # Undoing must eventually happen, so compensation retries until the service is back.
     "compensation": _policy(0),
 }
