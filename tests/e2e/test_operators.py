@@ -32,10 +32,16 @@ def test_a_big_order_waits_for_approval_and_an_operator_approves_it(page: Page, 
     expect(order).to_have_attribute("data-order-status", "awaiting_approval")
     expect(order.locator("[data-awaiting-approval]")).to_be_visible()
     approve = order.locator('[data-action="approve"]')
+    approve.locator("input[name=reason]").fill("known customer")
+    # A live update lands while the reason is typed (a refused action joins the order's
+    # history): the typed reason must survive the swap and reach the server.
+    stack.manage("order", "retry-now", number, "--step", "payment", ok=(0, 1, 2))
+    expect(order.locator('[data-history="retry-now"]')).to_be_visible()
+    expect(approve.locator("input[name=reason]")).to_have_value("known customer")
     approve.get_by_role("button", name="Approve").click()
     expect(page.locator("#action-result")).to_contain_text("approved")
     expect(order).to_have_attribute("data-order-status", "completed")
-    expect(order.locator('[data-history="approve"]')).to_contain_text("approved")
+    expect(order.locator('[data-history="approve"]')).to_contain_text("known customer")
 
 
 def test_an_operator_pauses_a_retrying_step_and_resumes_it(page: Page, stack):
