@@ -105,14 +105,14 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     order_page.goto(f"{stack.url}/orders/{retrying}/")
     # After the third failure Temporal waits 4 s before attempt 4, and the switch still
     # has one failure to go: a wide enough window for both shots, with the switch flaky.
-    shipping = order_page.locator('[data-step="shipping"]')
+    shipping = order_page.locator('[data-step="shipping"][data-state]')
     expect(shipping).to_have_attribute("data-attempt", "4")
     expect(shipping).to_have_attribute("data-state", "retrying")
     expect(shipping.locator(".countdown")).to_have_text(re.compile(r"^in [1-9]\.\d s$"))
     shoot(order_page, "order-retrying.png", full_page=True)
     live_row = row(dashboard, retrying)
     expect(live_row).to_have_attribute("data-order-status", "running")
-    live_shipping = live_row.locator('[data-step="shipping"]')
+    live_shipping = live_row.locator('[data-step="shipping"][data-state]')
     expect(live_shipping).to_have_attribute("data-state", "retrying")
     expect(live_shipping).to_have_attribute("data-attempt", "4")  # the attempt coming next
     expect(shipping_switch).to_have_attribute("data-mode", "flaky")
@@ -125,8 +125,10 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     failed_page = new_page(browser)
     failed_page.goto(f"{stack.url}/orders/{failed}/")
     expect(row(failed_page, failed)).to_have_attribute("data-order-status", "failed")
-    expect(failed_page.locator('[data-step="payment"]')).to_have_attribute("data-state", "failed")
-    expect(failed_page.locator('[data-step="inventory"]')).to_have_attribute(
+    expect(failed_page.locator('[data-step="payment"][data-state]')).to_have_attribute(
+        "data-state", "failed"
+    )
+    expect(failed_page.locator('[data-step="inventory"][data-state]')).to_have_attribute(
         "data-state", "compensated"
     )
     shoot(failed_page, "order-failed.png", full_page=True)
