@@ -37,11 +37,9 @@ def engine_sequence(engine: str, mix: str) -> Iterator[str]:
         return itertools.repeat(engine)
     temporal, plain = (int(part) for part in mix.split(":"))
     # Spread evenly (3:1 → T T P T …) rather than in blocks, so both run side by side.
-    pattern = sorted(
-        [(i / temporal, Engine.TEMPORAL) for i in range(temporal)]
-        + [(i / plain, Engine.PLAIN) for i in range(plain)]
-    )
-    return itertools.cycle([engine for _, engine in pattern])
+    slots = [(i / temporal, 0, Engine.TEMPORAL) for i in range(temporal)]
+    slots += [(i / plain, 1, Engine.PLAIN) for i in range(plain)]
+    return itertools.cycle([engine for *_, engine in sorted(slots)])
 
 
 def create_run(cleaned: dict, *, actor: str) -> LoadRun:

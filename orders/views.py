@@ -175,7 +175,7 @@ def scenario(request: HttpRequest, name: str) -> HttpResponse:
     """Set the switches of one of the stories in orders/scenarios.py and place its orders."""
     if name not in SCENARIOS:
         known = ", ".join(SCENARIOS)
-        error = f"There is no scenario {name!r}; try one of: {known}. Nothing was changed."
+        error = f"There is no scenario “{name}”; try one of: {known}. Nothing was changed."
         return _demo_result(request, error=error, status=404)
     result = run_scenario(name, actor=_actor(request), user=request.user)
     if not request.htmx:
