@@ -119,6 +119,11 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     shoot(dashboard, "dashboard.png", full_page=True)
     expect(row(order_page, retrying)).to_have_attribute("data-order-status", "completed")
     expect(live_row).to_have_attribute("data-order-status", "completed")
+    # Its timeline: four failed attempts with the backoff waited between them, then one ok.
+    timeline = order_page.locator("[data-timeline]")
+    expect(timeline.locator('[data-attempt][data-step="shipping"]')).to_have_count(5)
+    timeline.screenshot(path=str(OUT / "order-timeline.png"), animations="disabled")
+    print("saved docs/screenshots/order-timeline.png")
     order_page.context.close()
 
     # The failed order: payment rejected, the inventory reservation undone.
@@ -139,6 +144,7 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     form_page.goto(stack.url + "/")
     form = form_page.locator("#place-order")
     form.locator("input[name=quantity]").fill("0")
+    form.locator("input[name=customer_name]").fill("")  # prefilled with a made-up customer
     form.locator("input[name=email]").fill("ada@")
     form.locator("input[name=phone]").fill("call me")
     form.get_by_role("button", name="Place order").click()

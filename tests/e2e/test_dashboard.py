@@ -91,6 +91,7 @@ def test_bad_input_is_explained_on_the_page(page: Page, stack):
     page.goto(stack.url + "/")
     form = page.locator("#place-order")
     form.locator("input[name=quantity]").fill("0")
+    form.locator("input[name=customer_name]").fill("")  # prefilled with a made-up customer
     form.locator("input[name=email]").fill("nope")
     form.get_by_role("button", name="Place order").click()
     expect(page.locator('#place-order [data-field="quantity"]')).to_contain_text(
