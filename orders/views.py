@@ -8,7 +8,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from orders.access import operators_only
@@ -205,13 +205,12 @@ def _load_context(form: LoadForm | None = None, message: str = "") -> dict:
     }
 
 
+@require_http_methods(["GET", "POST"])
 def load(request: HttpRequest) -> HttpResponse:
     """The load generator's panel: GET shows the latest run (the page polls it while it
     runs), POST starts a run in a thread of this process, outside the request."""
     if request.method == "POST":
         return _start_load(request)
-    if request.method != "GET":
-        return HttpResponse("GET or POST only.", status=405)
     return render(request, "orders/partials/load_panel.html", _load_context())
 
 
