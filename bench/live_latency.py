@@ -32,7 +32,7 @@ DONE = {"completed", "failed", "compensated", "skipped"}
 STEP_TAG = re.compile(r'data-step="([^"]+)" data-state="([^"]+)" data-attempt="(\d+)"')
 OBSERVER_JS = """(() => { const b = (window.__bench = {opened: 0, seen: [], last: {}});
   document.addEventListener("htmx:wsOpen", () => { b.opened = b.opened || Date.now(); });
-  new MutationObserver(() => document.querySelectorAll("[id^=order-] [data-step]").forEach(
+  new MutationObserver(() => document.querySelectorAll("[id^=order-] [data-state]").forEach(
     (el) => { const d = el.dataset, key = d.state + "/" + d.attempt;
       if (b.last[d.step] !== key) { b.last[d.step] = key;
         b.seen.push([Date.now() / 1000, d.step, d.state, +d.attempt]); } })

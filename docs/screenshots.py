@@ -105,28 +105,35 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     order_page.goto(f"{stack.url}/orders/{retrying}/")
     # After the third failure Temporal waits 4 s before attempt 4, and the switch still
     # has one failure to go: a wide enough window for both shots, with the switch flaky.
-    shipping = order_page.locator('[data-step="shipping"]')
+    shipping = order_page.locator('[data-step="shipping"][data-state]')
     expect(shipping).to_have_attribute("data-attempt", "4")
     expect(shipping).to_have_attribute("data-state", "retrying")
     expect(shipping.locator(".countdown")).to_have_text(re.compile(r"^in [1-9]\.\d s$"))
     shoot(order_page, "order-retrying.png", full_page=True)
     live_row = row(dashboard, retrying)
     expect(live_row).to_have_attribute("data-order-status", "running")
-    live_shipping = live_row.locator('[data-step="shipping"]')
+    live_shipping = live_row.locator('[data-step="shipping"][data-state]')
     expect(live_shipping).to_have_attribute("data-state", "retrying")
     expect(live_shipping).to_have_attribute("data-attempt", "4")  # the attempt coming next
     expect(shipping_switch).to_have_attribute("data-mode", "flaky")
     shoot(dashboard, "dashboard.png", full_page=True)
     expect(row(order_page, retrying)).to_have_attribute("data-order-status", "completed")
     expect(live_row).to_have_attribute("data-order-status", "completed")
+    # Its timeline: four failed attempts with the backoff waited between them, then one ok.
+    timeline = order_page.locator("[data-timeline]")
+    expect(timeline.locator('[data-attempt][data-step="shipping"]')).to_have_count(5)
+    timeline.screenshot(path=str(OUT / "order-timeline.png"), animations="disabled")
+    print("saved docs/screenshots/order-timeline.png")
     order_page.context.close()
 
     # The failed order: payment rejected, the inventory reservation undone.
     failed_page = new_page(browser)
     failed_page.goto(f"{stack.url}/orders/{failed}/")
     expect(row(failed_page, failed)).to_have_attribute("data-order-status", "failed")
-    expect(failed_page.locator('[data-step="payment"]')).to_have_attribute("data-state", "failed")
-    expect(failed_page.locator('[data-step="inventory"]')).to_have_attribute(
+    expect(failed_page.locator('[data-step="payment"][data-state]')).to_have_attribute(
+        "data-state", "failed"
+    )
+    expect(failed_page.locator('[data-step="inventory"][data-state]')).to_have_attribute(
         "data-state", "compensated"
     )
     shoot(failed_page, "order-failed.png", full_page=True)
@@ -137,6 +144,7 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     form_page.goto(stack.url + "/")
     form = form_page.locator("#place-order")
     form.locator("input[name=quantity]").fill("0")
+    form.locator("input[name=customer_name]").fill("")  # prefilled with a made-up customer
     form.locator("input[name=email]").fill("ada@")
     form.locator("input[name=phone]").fill("call me")
     form.get_by_role("button", name="Place order").click()

@@ -76,13 +76,16 @@ def act(
     return result
 
 
-def record_switch(service: str, summary: str, *, actor: str, user: object = None) -> None:
-    """A failure switch flipped: who, and to what."""
+def record_switch(
+    service: str, summary: str, *, actor: str, user: object = None, reason: str = ""
+) -> None:
+    """A failure switch flipped: who, to what, and why (a scenario says which)."""
     OperatorAction.objects.create(
         action=Action.SWITCH,
         actor=actor,
         user=user if getattr(user, "is_authenticated", False) else None,
         service=service,
+        reason=reason,
         accepted=True,
         message=f"{service} set to {summary}",
     )

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from orders.audit import audit_order, orders_that_do_not_add_up
-from orders.models import OperatorAction, Order, OrderStep
+from orders.models import LoadRun, OperatorAction, Order, OrderStep
 from orders.simulator.models import Charge, Message, Reservation, ServiceCall, Shipment
 from orders.temporal import workflow_ui_url
 
@@ -179,6 +179,22 @@ class OperatorActionAdmin(admin.ModelAdmin):
     search_fields = ["actor", "=order__id", "reason", "message"]
     list_select_related = ["order"]
     raw_id_fields = ["order", "user"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(LoadRun)
+class LoadRunAdmin(admin.ModelAdmin):
+    """Load runs, from the page or the `load` command: read-only, the runner writes them."""
+
+    list_display = ["id", "started_at", "actor", "total", "rate", "engine", "placed", "state"]
+    list_filter = ["state", "engine"]
+    # The orders placed: a raw id list, never a drop-down of every order.
+    raw_id_fields = ["orders"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

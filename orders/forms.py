@@ -118,3 +118,61 @@ def apply_switch(cleaned: dict) -> ServiceSwitch:
     switch.failures_left = switch.failures if switch.mode == Mode.FLAKY else 0
     switch.save()
     return switch
+
+
+# The load generator's bounds: past these a two-core demo machine only queues.
+MAX_LOAD_ORDERS = 10_000
+MAX_LOAD_RATE = 50.0
+LOAD_ENGINES = ("temporal", "plain", "both")
+MIX_PATTERN = re.compile(r"^(\d{1,3}):(\d{1,3})$")
+
+
+class LoadForm(forms.Form):
+    """A load run, from the `load` command's options or the page's form alike."""
+
+    orders = WholeNumberField(
+        min_value=1,
+        max_value=MAX_LOAD_ORDERS,
+        error_messages={
+            "min_value": "Orders must be at least 1.",
+            "max_value": f"At most {MAX_LOAD_ORDERS:,} orders per run.",
+            "invalid": "Orders must be a whole number.",
+        },
+    )
+    rate = forms.FloatField(
+        max_value=MAX_LOAD_RATE,
+        error_messages={
+            "max_value": f"At most {MAX_LOAD_RATE:g} orders per second.",
+            "invalid": "Rate must be a number of orders per second, like 2 or 0.5.",
+        },
+    )
+    engine = forms.ChoiceField(
+        choices=[(engine, engine) for engine in LOAD_ENGINES],
+        initial="temporal",
+        error_messages={"invalid_choice": "Engine must be temporal, plain or both."},
+    )
+    mix = forms.CharField(
+        required=False,
+        strip=True,
+        help_text="With engine both: Temporal:plain orders, e.g. 3:1 (default 1:1).",
+    )
+
+    def clean_rate(self) -> float:
+        rate = self.cleaned_data["rate"]
+        if not rate > 0:  # also refuses NaN
+            raise forms.ValidationError("Rate must be more than 0 orders per second.")
+        return rate
+
+    def clean(self) -> dict:
+        cleaned = super().clean() or {}
+        mix = cleaned.get("mix", "")
+        if not mix:
+            cleaned["mix"] = "1:1" if cleaned.get("engine") == "both" else ""
+            return cleaned
+        if cleaned.get("engine") != "both":
+            self.add_error("mix", "A mix applies to engine both only.")
+            return cleaned
+        match = MIX_PATTERN.match(mix)
+        if match is None or not any(int(part) for part in match.groups()):
+            self.add_error("mix", "Mix must be Temporal:plain orders, like 3:1, not 0:0.")
+        return cleaned

@@ -161,3 +161,49 @@ class OperatorAction(models.Model):
         target = f"order #{self.order_id}" if self.order_id else self.service
         verdict = "" if self.accepted else " (refused)"
         return f"{self.actor}: {self.action} {target}{verdict}"
+
+
+class LoadRun(models.Model):
+    """One run of the load generator (`load` command or the page): what it was asked,
+    how far it got, and the orders it placed. The runner polls `stop_requested`, so a
+    run is stopped from any process."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        FINISHED = "finished"  # placed all it was asked to
+        STOPPED = "stopped"  # stopped by someone, or out of stock
+        INTERRUPTED = "interrupted"  # its process died mid-run
+
+    # A running run that has said nothing for this long died with its process.
+    SILENT_S = 30
+
+    total = models.PositiveIntegerField(help_text="Orders asked for.")
+    rate = models.FloatField(help_text="Orders per second asked for.")
+    engine = models.CharField(max_length=16)
+    mix = models.CharField(max_length=32, blank=True)
+    placed = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    note = models.TextField(blank=True, help_text="Why it stopped early, when it did.")
+    actor = models.CharField(max_length=150)
+    stop_requested = models.BooleanField(default=False)
+    orders = models.ManyToManyField(Order, related_name="load_runs", blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"load run #{self.pk}: {self.placed}/{self.total} at {self.rate:g}/s, {self.state}"
+
+    @property
+    def shown_state(self) -> str:
+        silent = (timezone.now() - self.updated_at).total_seconds() > self.SILENT_S
+        if self.state == self.State.RUNNING and silent:
+            return self.State.INTERRUPTED
+        return self.state
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.placed / self.total) if self.total else 0

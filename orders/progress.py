@@ -21,6 +21,7 @@ from orders.models import Engine, OperatorAction, Order, OrderStep
 from orders.simulator.models import ServiceCall
 from orders.step_state import Recorded, StepView, step_view
 from orders.temporal import TemporalUnavailable, WorkflowState, describe_order, query_progress
+from orders.timeline import Timeline, build_timeline
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ class OrderSnapshot:
     def may_cancel(self) -> bool:
         order = self.order
         return order.engine == Engine.TEMPORAL and not order.is_final and not order.is_lost
+
+    @property
+    def timeline(self) -> Timeline | None:
+        """Every attempt on one time axis (orders/timeline.py)."""
+        return build_timeline(self.calls, self.steps)
 
     @property
     def from_temporal(self) -> bool:

@@ -18,8 +18,8 @@ BOARD_ROWS = 25
 
 
 def render_order(snapshot: OrderSnapshot, worker: str, ledger_cache: dict | None = None) -> str:
-    """The order's fragment. With a cache (one per watched order) the ledger part, most
-    of the rendering work, is rendered again only when it changed."""
+    """The order's fragment. With a cache (one per watched order) the ledger and timeline
+    parts, most of the rendering work, are rendered again only when they changed."""
     context = {"snapshot": snapshot, "worker": worker, "oob": True}
     if ledger_cache is not None:
         key = _ledger_key(snapshot)
@@ -29,6 +29,11 @@ def render_order(snapshot: OrderSnapshot, worker: str, ledger_cache: dict | None
                 "orders/partials/order_ledger.html", {"snapshot": snapshot}
             )
         context["ledger_html"] = ledger_cache["html"]
+        key = _timeline_key(snapshot)
+        if ledger_cache.get("timeline_key") != key:
+            ledger_cache["timeline_key"] = key
+            ledger_cache["timeline_html"] = render_timeline(snapshot)
+        context["timeline_html"] = ledger_cache["timeline_html"]
     return render_to_string("orders/partials/order_detail.html", context)
 
 
@@ -40,6 +45,20 @@ def _ledger_key(snapshot: OrderSnapshot) -> tuple:
         tuple(service.line for service in audit.services) if audit else None,
         tuple(audit.problems) if audit else None,
         tuple((c.id, c.outcome, c.error, c.duration_ms) for c in snapshot.calls),
+    )
+
+
+def render_timeline(snapshot: OrderSnapshot) -> str:
+    """The order's attempts on a time axis (orders/timeline.py), part of its fragment."""
+    context = {"timeline": snapshot.timeline}
+    return render_to_string("orders/partials/order_timeline.html", context)
+
+
+def _timeline_key(snapshot: OrderSnapshot) -> tuple:
+    # The ledger's attempts and the retries Temporal has scheduled: all the timeline draws.
+    return (
+        tuple((c.id, c.outcome, c.duration_ms) for c in snapshot.calls),
+        tuple(step.next_retry_at for step in snapshot.steps),
     )
 
 

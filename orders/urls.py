@@ -10,4 +10,8 @@ urlpatterns = [
     path("orders/<int:pk>/compare/", views.compare, name="compare"),
     path("orders/<int:pk>/actions/<str:action>/", views.order_action, name="action"),
     path("services/<str:service>/", views.set_switch, name="switch"),
+    path("demo/order/", views.demo_order, name="demo-order"),
+    path("demo/scenarios/<str:name>/", views.scenario, name="scenario"),
+    path("load/", views.load, name="load"),
+    path("load/<int:pk>/stop/", views.stop_load, name="load-stop"),
 ]

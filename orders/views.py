@@ -8,18 +8,32 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from orders.access import operators_only
 from orders.actions import act, record_switch
 from orders.contract import OrderStatus
-from orders.forms import OrderForm, SwitchForm, apply_switch
-from orders.models import Engine, Order
+from orders.forms import LoadForm, OrderForm, SwitchForm, apply_switch
+from orders.load import (
+    LoadRunning,
+    create_run,
+    latest_run,
+    outcomes,
+    request_stop,
+    start_in_background,
+    still_open,
+)
+from orders.models import Engine, LoadRun, Order
 from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
 from orders.render import BOARD_ROWS, board_context
+from orders.scenarios import SCENARIOS, demo_customer, demo_order_data, run_scenario
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.user.get_username() or "anonymous (demo mode)"
 
 
 def _worker() -> str:
@@ -28,7 +42,8 @@ def _worker() -> str:
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return _dashboard(request, OrderForm())
+    # Prefilled with a made-up customer: a demo starts with one click, not four fields.
+    return _dashboard(request, OrderForm(initial=demo_customer()))
 
 
 def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> HttpResponse:
@@ -38,15 +53,20 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
     if only in OrderStatus.values:
         orders = orders.filter(status=only)
     page_obj = Paginator(orders, BOARD_ROWS).get_page(request.GET.get("page"))
-    context = board_context() | {
-        "form": form,
-        "page_obj": page_obj,
-        "orders": page_obj.object_list,
-        "status_filter": only if only in OrderStatus.values else "",
-        # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
-        "live": page_obj.number == 1 and only not in OrderStatus.values,
-        "worker": _worker(),
-    }
+    context = (
+        board_context()
+        | {
+            "form": form,
+            "page_obj": page_obj,
+            "orders": page_obj.object_list,
+            "status_filter": only if only in OrderStatus.values else "",
+            # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
+            "live": page_obj.number == 1 and only not in OrderStatus.values,
+            "worker": _worker(),
+            "scenarios": SCENARIOS.values(),
+        }
+        | _load_context()
+    )
     template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
     return render(request, template, context, status=status)
 
@@ -66,7 +86,8 @@ def place(request: HttpRequest) -> HttpResponse:
     order = place_order(form.cleaned_data)
     if not request.htmx:
         return redirect("orders:detail", pk=order.pk)
-    context = board_context() | {"form": OrderForm(), "placed": order, "oob": True, "live": True}
+    form = OrderForm(initial=demo_customer())
+    context = board_context() | {"form": form, "placed": order, "oob": True, "live": True}
     return render(request, "orders/partials/order_placed.html", context)
 
 
@@ -78,8 +99,7 @@ def set_switch(request: HttpRequest, service: str) -> HttpResponse:
     form = SwitchForm(data)
     if form.is_valid():
         switch = apply_switch(form.cleaned_data)
-        actor = request.user.get_username() or "anonymous (demo mode)"
-        record_switch(service, switch.summary, actor=actor, user=request.user)
+        record_switch(service, switch.summary, actor=_actor(request), user=request.user)
     elif not request.htmx:
         return render(request, "orders/switch_error.html", {"form": form}, status=400)
     if not request.htmx:
@@ -122,7 +142,7 @@ def order_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     result = act(
         order,
         action,
-        actor=request.user.get_username() or "anonymous (demo mode)",
+        actor=_actor(request),
         user=request.user,
         reason=request.POST.get("reason", "")[:500],
         step=request.POST.get("step", ""),
@@ -134,3 +154,92 @@ def order_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     level = messages.SUCCESS if result.accepted else messages.ERROR
     messages.add_message(request, level, result.message)
     return redirect("orders:detail", pk=order.pk)
+
+
+@require_POST
+@operators_only
+def demo_order(request: HttpRequest) -> HttpResponse:
+    """One order for a made-up customer, placed as the form places it."""
+    data = demo_order_data()
+    if data is None:
+        return _demo_result(request, error="No product has stock left: nothing was placed.")
+    order = place_order(data)
+    if not request.htmx:
+        return redirect("orders:detail", pk=order.pk)
+    return _demo_result(request, placed=[order])
+
+
+@require_POST
+@operators_only
+def scenario(request: HttpRequest, name: str) -> HttpResponse:
+    """Set the switches of one of the stories in orders/scenarios.py and place its orders."""
+    if name not in SCENARIOS:
+        known = ", ".join(SCENARIOS)
+        error = f"There is no scenario “{name}”; try one of: {known}. Nothing was changed."
+        return _demo_result(request, error=error, status=404)
+    result = run_scenario(name, actor=_actor(request), user=request.user)
+    if not request.htmx:
+        first = result.orders[0] if result.orders else None
+        return redirect("orders:detail", pk=first.pk) if first else redirect("orders:dashboard")
+    return _demo_result(request, result=result, placed=result.orders, error=result.error)
+
+
+def _demo_result(
+    request: HttpRequest, *, placed: list | None = None, status: int = 0, **context: object
+) -> HttpResponse:
+    # The switches and the order list come along out of band: they changed too.
+    status = status or (409 if context.get("error") else 200)
+    context |= board_context() | {"placed": placed or [], "oob": True, "live": True}
+    return render(request, "orders/partials/demo_result.html", context, status=status)
+
+
+def _load_context(form: LoadForm | None = None, message: str = "") -> dict:
+    run = latest_run()
+    open_orders = still_open(run) if run else 0
+    return {
+        "load_run": run,
+        "load_outcomes": outcomes(run) if run else {},
+        "load_polling": bool(run and (run.shown_state == LoadRun.State.RUNNING or open_orders)),
+        "load_form": form or LoadForm(initial={"orders": 20, "rate": 2, "engine": "temporal"}),
+        "load_message": message,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+def load(request: HttpRequest) -> HttpResponse:
+    """The load generator's panel: GET shows the latest run (the page polls it while it
+    runs), POST starts a run in a thread of this process, outside the request."""
+    if request.method == "POST":
+        return _start_load(request)
+    return render(request, "orders/partials/load_panel.html", _load_context())
+
+
+@operators_only
+def _start_load(request: HttpRequest) -> HttpResponse:
+    form = LoadForm(request.POST)
+    if not form.is_valid():
+        context = _load_context(form)
+        return render(request, "orders/partials/load_panel.html", context, status=400)
+    try:
+        run = create_run(form.cleaned_data, actor=_actor(request))
+    except LoadRunning as exc:
+        context = _load_context(message=str(exc))
+        return render(request, "orders/partials/load_panel.html", context, status=409)
+    start_in_background(run)
+    if not request.htmx:
+        return redirect("orders:dashboard")
+    return render(request, "orders/partials/load_panel.html", _load_context())
+
+
+@require_POST
+@operators_only
+def stop_load(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(LoadRun, pk=pk)
+    stopping = request_stop(run)
+    message = "" if stopping else f"Load run #{run.pk} was not running: nothing to stop."
+    if not request.htmx:
+        return redirect("orders:dashboard")
+    context = _load_context(message=message)
+    return render(
+        request, "orders/partials/load_panel.html", context, status=200 if stopping else 409
+    )

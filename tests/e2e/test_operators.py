@@ -49,7 +49,7 @@ def test_an_operator_pauses_a_retrying_step_and_resumes_it(page: Page, stack):
     page.goto(stack.url + "/")
     number = place(page, "KB-01", 1)
     order = page.locator(f"#order-{number}")
-    payment = order.locator('[data-step="payment"]')
+    payment = order.locator('[data-step="payment"][data-state]')
     expect(payment).to_have_attribute("data-state", "retrying")
     payment.locator('[data-action="pause"] button').click()
     expect(payment).to_have_attribute("data-state", "paused")
