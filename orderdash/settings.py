@@ -165,7 +165,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Each socket's receive blocks in Redis for up to 5 s (BZPOPMIN); redis-py 8's
+            # default 5 s socket timeout then cut it, killing the socket. Longer than the
+            # blocking read, still short enough to notice a Redis that went away.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
 else:

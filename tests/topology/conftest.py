@@ -48,6 +48,11 @@ class Topology(LocalStack):
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as connection:
             return connection.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
+    def log(self, name: str) -> str:
+        """Everything a child has written so far."""
+        assert self.log_dir is not None
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
 
 def production_env(workdir, temporal_address: str) -> dict[str, str]:
     env = app_environment(DOTENV) | PLAIN_HTTP

@@ -29,9 +29,11 @@ class Frames:
 
     def __init__(self, page: Page) -> None:
         self.by_socket: dict[str, list[str]] = {}
+        self.opened = 0
         page.on("websocket", self._opened)
 
     def _opened(self, socket: WebSocket) -> None:
+        self.opened += 1
         frames = self.by_socket.setdefault(socket.url, [])
         socket.on("framereceived", lambda payload: frames.append(str(payload)))
 
@@ -99,6 +101,13 @@ def test_an_order_placed_on_web_1_is_seen_live_once_per_fragment_on_web_2(topolo
         repeated = {html[:80]: n for html, n in Counter(fragments).items() if n > 1}
         assert not repeated, f"{url}: fragments that reached one socket more than once"
     assert violations == []
+
+    # Quiet sockets stay open past the channel layer's 5 s blocking read from Redis.
+    opened = {url: frames.opened for url, (_, frames) in watchers.items()}
+    board.wait_for_timeout(7_000)
+    assert {url: frames.opened for url, (_, frames) in watchers.items()} == opened
+    for name in ("web-1", "web-2"):
+        assert "Traceback" not in topology.log(name), topology.log_tail(name, 40)
     topology.manage("services", "set", "payment", "healthy")
 
 
