@@ -37,3 +37,16 @@ def app_environment(given: dict[str, str]) -> dict[str, str]:
     """The environment compose gives the web and worker containers."""
     environment = load_compose()["services"]["web"]["environment"]
     return {name: interpolate(str(value), given) for name, value in environment.items()}
+
+
+def resolve(given: dict[str, str]) -> Any:
+    """The whole file with every value filled in, as `docker compose config` shows it."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: walk(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [walk(value) for value in node]
+        return interpolate(node, given) if isinstance(node, str) else node
+
+    return walk(load_compose())

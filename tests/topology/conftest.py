@@ -62,8 +62,6 @@ def production_env(workdir, temporal_address: str) -> dict[str, str]:
         "TEMPORAL_WORKFLOW_ID_PREFIX": f"topo{uuid.uuid4().hex[:8]}-",
         "ORDERDASH_VAR_DIR": str(workdir),
         "STATIC_ROOT": str(workdir / "static"),
-        # A killed worker's supervisor is killed with it: no restart pause matters here.
-        "WORKER_RESTART_PAUSE": "1",
         "DJANGO_SUPERUSER_PASSWORD": OPERATOR_PASSWORD,
     }
 

@@ -54,7 +54,7 @@ def csp_violations(page: Page, into: list[str]) -> None:
 
 def test_an_order_placed_on_web_1_is_seen_live_once_per_fragment_on_web_2(topology, logged_in):
     web_1, web_2 = topology.web_urls
-    topology.manage("services", "set", "payment", "flaky", "--failures", "2")
+    topology.manage("services", "set", "payment", "flaky", "--failures", "3")
     violations: list[str] = []
     board = logged_in.new_page()
     csp_violations(board, violations)
@@ -93,10 +93,10 @@ def test_an_order_placed_on_web_1_is_seen_live_once_per_fragment_on_web_2(topolo
     for page, _ in watchers.values():
         order = page.locator(f"#order-{number}")
         expect(order).to_have_attribute("data-order-status", "completed", timeout=60_000)
-        expect(order.locator('[data-step="payment"]')).to_have_attribute("data-attempt", "3")
+        expect(order.locator('[data-step="payment"]')).to_have_attribute("data-attempt", "4")
     for url, (_, frames) in watchers.items():
         fragments = frames.carrying(f'id="order-{number}"')
-        # Two retries, then the rest of the flow: several different pictures, each once.
+        # Three retries (7 s of backoff), then the rest of the flow: several different pictures, each once.
         assert len(fragments) >= 3, (url, len(fragments))
         repeated = {html[:80]: n for html, n in Counter(fragments).items() if n > 1}
         assert not repeated, f"{url}: fragments that reached one socket more than once"
