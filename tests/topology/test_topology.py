@@ -96,7 +96,8 @@ def test_an_order_placed_on_web_1_is_seen_live_once_per_fragment_on_web_2(topolo
         expect(order.locator('[data-step="payment"]')).to_have_attribute("data-attempt", "4")
     for url, (_, frames) in watchers.items():
         fragments = frames.carrying(f'id="order-{number}"')
-        # Three retries (7 s of backoff), then the rest of the flow: several different pictures, each once.
+        # Three retries (7 s of backoff), then the rest of the flow: several different
+        # pictures, each once.
         assert len(fragments) >= 3, (url, len(fragments))
         repeated = {html[:80]: n for html, n in Counter(fragments).items() if n > 1}
         assert not repeated, f"{url}: fragments that reached one socket more than once"
