@@ -37,4 +37,4 @@ RUN useradd --system --uid 10001 --no-create-home --home-dir /app orderdash \
 USER orderdash
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "orderdash.asgi:application"]
+CMD ["python", "-m", "orderdash.web", "-b", "0.0.0.0", "-p", "8000", "orderdash.asgi:application"]

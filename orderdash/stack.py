@@ -39,7 +39,9 @@ from typing import IO, Self
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TEMPORAL = BIN / "temporal"
-DAPHNE = BIN / "daphne"
+# daphne, exiting promptly when stopped (orderdash/web.py); then its arguments.
+WEB_COMMAND = [sys.executable, "-m", "orderdash.web"]
+ASGI_APP = "orderdash.asgi:application"
 # Live workers re-poll every 2 s, so a stopped one shows as down within seconds.
 WORKER_LIVENESS_CONFIG = 'matching.longPollExpirationInterval="2s"'
 # A worker finishes the activities in hand for up to 20 s when stopped (worker/main.py).
@@ -313,10 +315,7 @@ class LocalStack:
         """daphne on host:port (default web_port); returns its URL once it accepts
         connections. More web processes: each under its own name and port."""
         port = self.web_port if port is None else port
-        process = self._spawn(
-            name,
-            [str(DAPHNE), "-b", self.host, "-p", str(port), "orderdash.asgi:application"],
-        )
+        process = self._spawn(name, [*WEB_COMMAND, "-b", self.host, "-p", str(port), ASGI_APP])
         wait_for_port(port, self.host, timeout, process=process)
         return f"http://{self.host}:{port}"
 

@@ -10,7 +10,7 @@ import runpy
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from orderdash.stack import ROOT, run_manage
+from orderdash.stack import ASGI_APP, ROOT, run_manage
 from tests.topology.compose import COMPOSE_FILE, app_environment, load_compose, resolve
 from tests.topology.conftest import DOTENV, PLAIN_HTTP, production_env
 
@@ -23,7 +23,9 @@ def test_compose_runs_what_the_topology_test_runs():
     assert {"db", "redis", "migrate", "web", "worker", "temporal"} <= DEFAULT_SERVICES.keys()
     assert SERVICES["db"]["image"].startswith("postgres:")
     assert SERVICES["redis"]["image"].startswith("redis:")
-    assert SERVICES["web"]["command"][0] == "daphne"
+    # The launcher's web command: daphne through orderdash/web.py.
+    assert SERVICES["web"]["command"][:3] == ["python", "-m", "orderdash.web"]
+    assert SERVICES["web"]["command"][-1] == ASGI_APP
     assert SERVICES["worker"]["command"] == ["python", "-m", "worker"]
     env = app_environment(DOTENV)
     assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
