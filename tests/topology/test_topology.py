@@ -101,6 +101,13 @@ def test_an_order_placed_on_web_1_is_seen_live_once_per_fragment_on_web_2(topolo
         assert len(fragments) >= 3, (url, len(fragments))
         repeated = {html[:80]: n for html, n in Counter(fragments).items() if n > 1}
         assert not repeated, f"{url}: fragments that reached one socket more than once"
+    # The admin, its scripts and styles, under the same policy.
+    admin = logged_in.new_page()
+    csp_violations(admin, violations)
+    admin.goto(f"{web_1}/admin/orders/order/{number}/change/")
+    expect(admin.locator("#content h1")).to_be_visible()
+    admin.goto(f"{web_1}/admin/orders/order/")
+    expect(admin.locator("#result_list")).to_contain_text(number)
     assert violations == []
 
     # Quiet sockets stay open past the channel layer's 5 s blocking read from Redis.
