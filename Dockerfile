@@ -25,6 +25,10 @@ COPY worker/ worker/
 COPY templates/ templates/
 COPY static/ static/
 
+# Static files under content-hashed names, served by WhiteNoise from the web process. The
+# key here only lets settings load for collectstatic (DEBUG off picks hashed storage).
+RUN DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input -v0
+
 # Run as an unprivileged user. Settings create ORDERDASH_VAR_DIR at import, so it must be
 # writable; nothing else is.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app orderdash \
@@ -33,4 +37,4 @@ RUN useradd --system --uid 10001 --no-create-home --home-dir /app orderdash \
 USER orderdash
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "orderdash.asgi:application"]
+CMD ["python", "-m", "orderdash.web", "-b", "0.0.0.0", "-p", "8000", "orderdash.asgi:application"]

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-throughput clean
+.PHONY: run test test-topology lint format bench bench-throughput clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
+
+# The production topology alone: PostgreSQL, Redis, two web and two worker processes
+# (needs Debian's postgresql, redis-server and chromium; .ci/run installs them).
+test-topology: $(STAMP)
+	$(PY) -m pytest tests/topology
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -71,6 +71,7 @@ def start_stack(workdir: Path) -> Stack:
     env = os.environ | {
         "DJANGO_SETTINGS_MODULE": "orderdash.settings",
         "ORDERDASH_VAR_DIR": str(workdir),
+        "STATIC_ROOT": str(workdir / "static"),
         "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
         "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}",
         "TEMPORAL_TASK_QUEUE": f"bench-{secrets.token_hex(8)}",
@@ -82,7 +83,9 @@ def start_stack(workdir: Path) -> Stack:
     stack = Stack(workdir, env, f"http://127.0.0.1:{web}")
     try:
         stack.spawn("temporal", launcher.dev_server_command(temporal))
-        for args in (("migrate", "--no-input", "-v0"), ("seed_demo",)):
+        # DEBUG is off, as in production: static files are served only once collected.
+        setup = (("collectstatic", "--no-input", "-v0"), ("migrate", "--no-input", "-v0"))
+        for args in (*setup, ("seed_demo",)):
             if (done := launcher.run_manage(env, *args)).returncode:
                 raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr}")
         launcher.wait_for_port(temporal)

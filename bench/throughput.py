@@ -46,7 +46,13 @@ RAISE_STOCK = (
     "from orders.simulator.models import Product;"
     " Product.objects.filter(sku='CB-04').update(stock=100000)"
 )
-SETUP = (("migrate", "--no-input", "-v0"), ("seed_demo",), ("shell", "-c", RAISE_STOCK))
+# DEBUG is off, as in production: static files are served only once collected.
+SETUP = (
+    ("collectstatic", "--no-input", "-v0"),
+    ("migrate", "--no-input", "-v0"),
+    ("seed_demo",),
+    ("shell", "-c", RAISE_STOCK),
+)
 
 
 def wait_until_serving(address: str, timeout: float = 30) -> None:
@@ -77,6 +83,7 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": "orderdash.settings",
             "DATABASE_URL": f"sqlite:///{self.db_path}",
             "ORDERDASH_VAR_DIR": str(workdir),
+            "STATIC_ROOT": str(workdir / "static"),
             "TEMPORAL_ADDRESS": self.address,
             "TEMPORAL_TASK_QUEUE": f"bench-{uuid.uuid4()}",
             "DEBUG": "false",

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -53,6 +54,33 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 
+# HTTPS, for a deployment behind a TLS proxy. Off by default, as `make run` serves plain
+# http; docker-compose.yml turns them on (`manage.py check --deploy` then warns of nothing).
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "false")
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "false")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "false")
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "false")
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "false")
+
+
+def envheader(name: str) -> tuple[str, str] | None:
+    """`HEADER,value` (say `X-Forwarded-Proto,https`) as Django's (META key, value)."""
+    value = os.getenv(name, "").strip()
+    if not value:
+        return None
+    header, _, expected = (part.strip() for part in value.partition(","))
+    if not header or not expected:
+        raise ImproperlyConfigured(f"{name} must be HEADER,value (X-Forwarded-Proto,https)")
+    return "HTTP_" + header.upper().replace("-", "_"), expected
+
+
+# Only behind a proxy that sets this header on every request (and drops a client's own):
+# Django then takes such a request as HTTPS.
+SECURE_PROXY_SSL_HEADER = envheader("SECURE_PROXY_SSL_HEADER")
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be 0 (off) or more")
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -64,6 +92,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "channels",
+    "csp",
     "orders.simulator",
     "orders",
 ]
@@ -79,6 +108,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "orders.access.DemoOrLoginRequiredMiddleware",
 ]
@@ -135,7 +165,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Each socket's receive blocks in Redis for up to 5 s (BZPOPMIN); redis-py 8's
+            # default 5 s socket timeout then cut it, killing the socket. Longer than the
+            # blocking read, still short enough to notice a Redis that went away.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
 else:
@@ -211,9 +244,41 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # collectstatic's output (production); WhiteNoise serves it when it is there.
 STATIC_ROOT = Path(os.getenv("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-# Served from the source folders as well, so no collectstatic is needed to run it.
-WHITENOISE_USE_FINDERS = True
+# With DEBUG on (`make run`, the tests) static files are served from the source folders,
+# so no collectstatic is needed. With DEBUG off only what collectstatic wrote is served,
+# under content-hashed names (cached for ever by browsers); a missing file is an error
+# at render time, not a silent 404.
+WHITENOISE_USE_FINDERS = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Content security policy, everywhere (the browser tests run under it): scripts, styles,
+# sockets and forms from this site only; no inline script, style or event handler (the
+# templates have none, and htmx's own indicator style is off, see base.html).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        # Style attributes only (never <style> elements): the order timeline places each
+        # attempt on its clock with a computed left/width.
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        # htmx's websocket extension: same host, ws:// or wss://.
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -1,7 +1,9 @@
 """One launcher for a local stack on this machine: `make run`, the tests, the screenshots.
 
 A stack is the Temporal dev server, daphne, the supervised worker (`python -m worker`)
-and the plain-script runner (`python -m worker.plain`), each started on demand:
+and the plain-script runner (`python -m worker.plain`), each started on demand. For the
+production topology it also runs a throwaway PostgreSQL cluster and a Redis server, and
+any number of web and worker processes, each under a name of its own:
 
     with LocalStack(env=throwaway_env(workdir, "demo"), log_dir=workdir) as stack:
         stack.start_temporal()          # in memory, on a free port
@@ -10,17 +12,23 @@ and the plain-script runner (`python -m worker.plain`), each started on demand:
         stack.start_worker()
         ...                             # stop(): web and workers first, Temporal last
 
+        stack.start_postgres(); stack.start_redis()   # DATABASE_URL, REDIS_URL for children
+        stack.start_web("web-2", port=free_port()); stack.start_worker("worker-2")
+
 Each child gets the stack's environment, so a stack can point at its own database, task
 queue and workflow id prefix without touching this process's settings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -31,11 +39,23 @@ from typing import IO, Self
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TEMPORAL = BIN / "temporal"
-DAPHNE = BIN / "daphne"
+# daphne, exiting promptly when stopped (orderdash/web.py); then its arguments.
+WEB_COMMAND = [sys.executable, "-m", "orderdash.web"]
+ASGI_APP = "orderdash.asgi:application"
 # Live workers re-poll every 2 s, so a stopped one shows as down within seconds.
 WORKER_LIVENESS_CONFIG = 'matching.longPollExpirationInterval="2s"'
 # A worker finishes the activities in hand for up to 20 s when stopped (worker/main.py).
 STOP_TIMEOUT = 30.0
+# What the app processes need while they stop: stopped after them, in this order.
+BACKING_SERVICES = ("temporal", "redis", "postgres")
+# PostgreSQL's "fast" shutdown: SIGTERM ("smart") would wait for every client to leave.
+STOP_SIGNALS = {"postgres": signal.SIGINT}
+# PostgreSQL refuses to run as root: as root, the cluster runs as this system user.
+POSTGRES_USER = "postgres"
+# A superuser `postgres` that logs in without a password: the cluster listens on loopback
+# only and lives for one test session.
+INITDB_OPTIONS = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"]
+REDIS_NOTHING_KEPT = ["--save", "", "--appendonly", "no"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium as root in a container, with nothing phoning home.
@@ -130,6 +150,29 @@ def dev_server_command(
     return command
 
 
+def postgres_program(name: str) -> str:
+    """A PostgreSQL server program (initdb, postgres, pg_isready): on PATH, or in
+    Debian's versioned folder, newest first."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0,
+    )
+    if not candidates:
+        raise RuntimeError(f"PostgreSQL's {name} not found: apt-get install -y postgresql")
+    return str(candidates[-1])
+
+
+# Run by the interpreter of the stack (psycopg is a requirement), so no psql is needed.
+CREATE_DATABASE = """
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as connection:
+    connection.execute("CREATE DATABASE orderdash")
+"""
+
+
 def run_manage(
     env: Mapping[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -181,6 +224,7 @@ class LocalStack:
         self.temporal_address: str | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
+        self._scratch: list[Path] = []  # throwaway folders removed by stop()
 
     # --- starting ----------------------------------------------------------------------
 
@@ -207,18 +251,78 @@ class LocalStack:
         self.temporal_address = self.env["TEMPORAL_ADDRESS"] = address
         return address
 
-    def start_web(self, timeout: float = 30) -> str:
-        """daphne on host:web_port; returns its URL once it accepts connections."""
-        process = self._spawn(
-            "daphne",
-            [str(DAPHNE), "-b", self.host, "-p", str(self.web_port), "orderdash.asgi:application"],
-        )
-        wait_for_port(self.web_port, self.host, timeout, process=process)
-        return self.url
+    def start_postgres(self, timeout: float = 60) -> str:
+        """A throwaway PostgreSQL cluster (initdb in a temporary folder) on a free loopback
+        port, with an `orderdash` database; later children get its DATABASE_URL.
 
-    def start_worker(self) -> None:
-        """The Temporal worker under its supervisor, which restarts it after a crash."""
-        self._spawn("worker", [sys.executable, "-m", "worker"])
+        As root the cluster belongs to, and runs as, the `postgres` system user that
+        Debian's package creates: PostgreSQL refuses to run as root.
+        """
+        as_user = POSTGRES_USER if os.geteuid() == 0 else None
+        folder = Path(tempfile.mkdtemp(prefix="orderdash-postgres-"))
+        self._scratch.append(folder)
+        if as_user is not None:
+            shutil.chown(folder, as_user, as_user)
+        data = folder / "data"
+        subprocess.run(
+            [postgres_program("initdb"), "-D", str(data), *INITDB_OPTIONS],
+            user=as_user,
+            check=True,
+            capture_output=True,
+        )
+        port = free_port()
+        listen = ["-h", "127.0.0.1", "-k", str(folder)]  # loopback, and its socket in there
+        # Thrown away afterwards, so durability is not worth its fsyncs.
+        options = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        process = self._spawn(
+            "postgres",
+            [postgres_program("postgres"), "-D", str(data), "-p", str(port), *listen, *options],
+            user=as_user,
+        )
+        wait_for_port(port, timeout=timeout, process=process)
+        admin = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        deadline = time.monotonic() + timeout
+        while True:  # the port opens before the server accepts logins
+            created = subprocess.run(
+                [sys.executable, "-c", CREATE_DATABASE, admin], capture_output=True, text=True
+            )
+            if created.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"could not create the database: {created.stderr}")
+            time.sleep(0.2)
+        self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{port}/orderdash"
+        return self.env["DATABASE_URL"]
+
+    def start_redis(self, timeout: float = 30) -> str:
+        """A redis-server on a free loopback port, nothing persisted (it only carries the
+        Channels layer); later children get its REDIS_URL."""
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server not found: apt-get install -y redis-server")
+        port = free_port()
+        process = self._spawn(
+            "redis",
+            [server, "--port", str(port), "--bind", "127.0.0.1", *REDIS_NOTHING_KEPT],
+        )
+        wait_for_port(port, timeout=timeout, process=process)
+        self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        return self.env["REDIS_URL"]
+
+    def start_web(
+        self, name: str = "daphne", *, port: int | None = None, timeout: float = 30
+    ) -> str:
+        """daphne on host:port (default web_port); returns its URL once it accepts
+        connections. More web processes: each under its own name and port."""
+        port = self.web_port if port is None else port
+        process = self._spawn(name, [*WEB_COMMAND, "-b", self.host, "-p", str(port), ASGI_APP])
+        wait_for_port(port, self.host, timeout, process=process)
+        return f"http://{self.host}:{port}"
+
+    def start_worker(self, name: str = "worker") -> None:
+        """The Temporal worker under its supervisor, which restarts it after a crash.
+        More workers on the same task queue: each under its own name."""
+        self._spawn(name, [sys.executable, "-m", "worker"])
 
     def start_plain(self) -> None:
         """The plain-script runner (the seed's fragile script), supervised the same way."""
@@ -250,18 +354,34 @@ class LocalStack:
         brings the same workflows back."""
         self._stop("temporal")
 
+    def stop_process(self, name: str) -> None:
+        """Stop one named child gracefully (SIGTERM) and wait for it."""
+        self._stop(name)
+
+    def kill_process(self, name: str) -> None:
+        """Kill one named child and everything it started (a supervisor and its worker)
+        at once, with no chance to finish anything: a machine lost mid-batch."""
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: pgid == pid
+        process.wait()
+
     def stop(self) -> None:
         """Stop everything: web and workers first, so they finish the calls in hand while
-        Temporal still answers, then Temporal. Safe to call twice."""
-        others = [name for name in self.processes if name != "temporal"]
+        Temporal and the databases still answer, then those. Safe to call twice."""
+        others = [name for name in self.processes if name not in BACKING_SERVICES]
         for name in others:
             self._signal(name)
         for name in others:
             self._stop(name)
-        self._stop("temporal")
+        for name in BACKING_SERVICES:
+            self._stop(name)
         for log in self._logs:
             log.close()
         self._logs.clear()
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._scratch.clear()
 
     def __enter__(self) -> Self:
         return self
@@ -293,13 +413,16 @@ class LocalStack:
 
     def print_log_tails(self) -> None:
         """What each child said last: the reason a start or a run failed is usually there."""
-        for name in ("temporal", "daphne", "worker", "plain"):
+        names = sorted(path.stem for path in self.log_dir.glob("*.log")) if self.log_dir else []
+        for name in names:
             if tail := self.log_tail(name):
                 print(f"--- last lines of the {name} log", tail, sep="\n", file=sys.stderr)
 
     # --- the processes -----------------------------------------------------------------
 
-    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, command: list[str], *, user: str | None = None
+    ) -> subprocess.Popen[bytes]:
         if name in self.processes:
             raise RuntimeError(f"{name} is already running")
         output: IO[bytes] | None = None
@@ -315,13 +438,14 @@ class LocalStack:
             # Its own session: a Ctrl-C in the terminal reaches only the launcher, which
             # then stops its children in order instead of all at once.
             start_new_session=True,
+            user=user,
         )
         return self.processes[name]
 
     def _signal(self, name: str) -> None:
         process = self.processes.get(name)
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(STOP_SIGNALS.get(name, signal.SIGTERM))
 
     def _stop(self, name: str) -> None:
         self._signal(name)

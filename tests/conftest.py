@@ -35,12 +35,13 @@ TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests last, after pytest-django's own ordering by database use.
+    """Browser tests last, after pytest-django's own ordering by database use: the
+    production topology's, then the e2e ones.
 
-    Sync Playwright keeps an event loop running in the main thread for the whole
-    session once the browser starts, and an async test after it cannot run its own.
+    Sync Playwright keeps an event loop running in the main thread while its browser is
+    open, and an async test meanwhile cannot run its own.
     """
-    items.sort(key=lambda item: "e2e" in item.path.parts)
+    items.sort(key=lambda item: 2 if "e2e" in item.path.parts else "topology" in item.path.parts)
 
 
 @pytest.fixture(autouse=True)
