@@ -189,9 +189,13 @@ def pages() -> list[Figure]:
 
 
 def _month_start() -> str:
+    """The admin date filter's own "this month" value, quoted for a URL."""
+    from urllib.parse import quote
+
     from django.utils import timezone
 
-    return timezone.now().replace(day=1).strftime("%Y-%m-%d")
+    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return quote(str(start))
 
 
 async def _watch_board(url: str, origin: str, cookie: str, seconds: float) -> int:

@@ -44,7 +44,8 @@ class ServiceAudit:
 
 @dataclass
 class OrderEffects:
-    """What the services did for one order: the rows their effects left."""
+    """What the services did for one order: the rows their effects left (model
+    instances, or, for the audit of every order, rows with the same fields)."""
 
     reservations: list[Reservation]
     charges: list[Charge]
@@ -232,11 +233,13 @@ def audit_orders(orders: QuerySet[Order]) -> Iterator[OrderAudit]:
         .order_by("order_id")
     )
     calls = _ByOrder(ledger.iterator(chunk_size=STREAM_CHUNK), lambda row: row[0])
+    # Named rows with the fields the audit reads, not model instances: building a
+    # model per effect was a third of the time at 100k orders.
     effects = {
         kind: _ByOrder(
             model.objects.filter(order__in=chosen)
-            .only(*fields)
             .order_by("order_id", "pk")
+            .values_list(*fields, named=True)
             .iterator(chunk_size=STREAM_CHUNK),
             lambda row: row.order_id,
         )
