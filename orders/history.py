@@ -125,6 +125,13 @@ class _Table:
             # The driver's cursor (still taking %s on every backend): with DEBUG on,
             # Django's own would rebuild each statement's text for its query log.
             cursor = wrapper.cursor
+            if connection.vendor == "postgresql":
+                # COPY: PostgreSQL plans a 10,000-parameter INSERT slower than it
+                # writes the rows.
+                with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+                    for row in prepared:
+                        copy.write_row(row)
+                prepared = []
             for start in range(0, len(prepared), per_statement):
                 batch = prepared[start : start + per_statement]
                 # Names come from the models' metadata, values go as parameters.
