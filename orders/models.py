@@ -68,6 +68,9 @@ class Order(models.Model):
             models.Index(fields=["updated_at"], name="order_updated_at"),
             # ... and for plain-script orders gone quiet while running (the lost ones).
             models.Index(fields=["status", "engine", "updated_at"], name="order_status_engine"),
+            # Temporal orders without a workflow (the starter's and the audit's question):
+            # a handful, found without reading every Temporal order.
+            models.Index(fields=["engine", "workflow_id"], name="order_engine_workflow"),
         ]
         permissions = [
             ("operate_orders", "Can place orders, flip switches and act on orders"),

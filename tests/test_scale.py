@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from orders.admin import EffectsFilter
 from orders.audit import audit_order, audit_orders, does_not_add_up
 from orders.contract import OrderStatus
 from orders.models import Engine, Order
@@ -119,6 +120,16 @@ def test_the_admins_exactly_once_filter_lists_what_the_audit_finds(admin_client,
     assert fine.context["cl"].result_count == (
         Order.objects.filter(status=OrderStatus.COMPLETED).count() - 3
     )
+
+
+def test_the_exactly_once_filter_stays_in_sql_when_too_many_orders_are_broken(
+    admin_client, broken_history, monkeypatch
+):
+    monkeypatch.setattr(EffectsFilter, "LISTED", 2)  # fewer than the broken ones
+    broken = admin_client.get(CHANGELIST, {"effects": "broken"})
+    assert {o.pk for o in broken.context["cl"].result_list} == set(broken_history)
+    fine = admin_client.get(CHANGELIST, {"effects": "ok"})
+    assert fine.context["cl"].result_count == Order.objects.count() - len(broken_history)
 
 
 def test_the_audit_reads_as_many_queries_for_500_orders_as_for_50(db):

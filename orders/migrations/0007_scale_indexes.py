@@ -19,4 +19,8 @@ class Migration(migrations.Migration):
             model_name='order',
             index=models.Index(fields=['status', 'engine', 'updated_at'], name='order_status_engine'),
         ),
+        migrations.AddIndex(
+            model_name='order',
+            index=models.Index(fields=['engine', 'workflow_id'], name='order_engine_workflow'),
+        ),
     ]
