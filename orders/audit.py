@@ -12,7 +12,7 @@ of a queryset in a fixed handful of queries, for the command) and `does_not_add_
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -207,7 +207,7 @@ STREAM_CHUNK = 5000
 class _ByOrder:
     """Rows sorted by order number, handed out order by order as the audit walks on."""
 
-    def __init__(self, rows: Iterator[Any], order_of: Any) -> None:
+    def __init__(self, rows: Iterator[Any], order_of: Callable[[Any], int]) -> None:
         self.rows = rows
         self.order_of = order_of
         self.head = next(rows, None)
@@ -261,7 +261,7 @@ def does_not_add_up(now: datetime | None = None) -> Q:
 
     "More than one" is counted once per query over each table (a group by order);
     the other checks look up only the orders their status concerns, on indexes that
-    hold the column they test (migration 0007).
+    hold the column they test (the scale_indexes migrations).
     """
     now = now or timezone.now()
     order = OuterRef("pk")

@@ -26,18 +26,19 @@ from django.db import connection, models, transaction
 from django.db.models import F, Max, Sum
 from django.utils import timezone
 
-from orders.contract import STEPS, OrderStatus, Step, StepState
+from orders.contract import SERVICES, STEPS, OrderStatus, Service, Step, StepState
 from orders.models import Action, Engine, OperatorAction, Order, OrderStep
 from orders.simulator.models import (
     Charge,
     Message,
+    Operation,
     Outcome,
     Product,
     Reservation,
     ServiceCall,
     Shipment,
 )
-from orders.simulator.services import CRASH_MESSAGE
+from orders.simulator.services import CRASH_MESSAGE, REJECTION_MESSAGES
 from orders.temporal import order_workflow_id
 
 # More than this is not a demo any more, and would take minutes to write.
@@ -270,20 +271,15 @@ SERVICE_OF_STEP = {
     Step.SMS: "sms",
 }
 OPERATION_OF_STEP = {
-    Step.INVENTORY: "reserve",
-    Step.PAYMENT: "charge",
-    Step.COMMIT: "commit",
-    Step.SHIPPING: "ship",
-    Step.EMAIL: "send",
-    Step.SMS: "send",
+    Step.INVENTORY: Operation.RESERVE,
+    Step.PAYMENT: Operation.CHARGE,
+    Step.COMMIT: Operation.COMMIT,
+    Step.SHIPPING: Operation.SHIP,
+    Step.EMAIL: Operation.SEND,
+    Step.SMS: Operation.SEND,
 }
-UNAVAILABLE = {
-    "inventory": "Inventory Service Unavailable",
-    "payment": "Payment Service Unavailable",
-    "shipping": "Shipping Service Unavailable",
-    "email": "Email Service Unavailable",
-    "sms": "SMS Service Unavailable",
-}
+# What the services answer when switched down (orders/simulator/services.py).
+UNAVAILABLE = {service: f"{Service(service).label} Service Unavailable" for service in SERVICES}
 
 
 class _Order:
@@ -292,7 +288,7 @@ class _Order:
     def __init__(
         self, tables: _Tables, rng: random.Random, product: Product, when: datetime
     ) -> None:
-        self.t = tables
+        self.tables = tables
         self.rng = rng
         self.product = product
         self.clock = when
@@ -336,7 +332,7 @@ class _Order:
     ) -> None:
         started = self.tick(self.rng.uniform(0.01, 0.2))
         duration = self.rng.randint(3, 60)
-        self.t.calls.add(
+        self.tables.calls.add(
             service,
             operation,
             self.pk,
@@ -406,14 +402,14 @@ class _Order:
     def effect(self, step: str, key: str) -> None:
         now = self.clock
         if step == Step.INVENTORY:
-            rid = next(self.t.reservations.ids)
+            rid = next(self.tables.reservations.ids)
             self.reservation = (rid, key)
             self._reservations.append(
                 [rid, key, self.pk, self.product.pk, self.quantity, "reserved", now, now]
             )
             self.held_units = self.quantity
         elif step == Step.PAYMENT:
-            cid = next(self.t.charges.ids)
+            cid = next(self.tables.charges.ids)
             self.charge_key, self.payment_id = key, f"PAY-{cid:010X}"
             self._charges.append([cid, key, self.pk, self.payment_id, self.amount, None, now])
         elif step == Step.COMMIT:
@@ -421,13 +417,13 @@ class _Order:
             self._reservations[-1][7] = now
             self.held_units = 0
         elif step == Step.SHIPPING:
-            sid = next(self.t.shipments.ids)
+            sid = next(self.tables.shipments.ids)
             self.shipment_key, self.tracking = key, f"TRK-{sid:010X}"
             self._shipments.append([sid, key, self.pk, self.tracking, None, now])
         else:
             recipient = self.email if step == Step.EMAIL else self.phone
             body = "Confirmed" if step == Step.EMAIL else "Shipped"
-            self.t.messages.add(key, self.pk, step, recipient, body, now)
+            self.tables.messages.add(key, self.pk, step, recipient, body, now)
 
     def reference(self, step: str) -> str:
         if step in (Step.INVENTORY, Step.COMMIT):
@@ -443,9 +439,9 @@ class _Order:
     def undo(self) -> None:
         """The workflow's compensation: newest first, every step that was tried."""
         for step, operation, service in (
-            (Step.SHIPPING, "cancel", "shipping"),
-            (Step.PAYMENT, "refund", "payment"),
-            (Step.INVENTORY, "release", "inventory"),
+            (Step.SHIPPING, Operation.CANCEL, "shipping"),
+            (Step.PAYMENT, Operation.REFUND, "payment"),
+            (Step.INVENTORY, Operation.RELEASE, "inventory"),
         ):
             record = self.steps[step]
             if record.state not in (StepState.COMPLETED, StepState.FAILED):
@@ -485,7 +481,7 @@ class _Order:
         reason: str = "",
         step: str = "",
     ) -> None:
-        self.t.actions.add(
+        self.tables.actions.add(
             action, actor, None, self.pk, step, "", reason, accepted, message, self.tick(1)
         )
 
@@ -494,7 +490,7 @@ class _Order:
     def write(self, status: str, *, started: bool = True, finished: bool = True) -> None:
         workflow_id = self.wid if self.engine == Engine.TEMPORAL and started else ""
         finished_at = self.tick(0.05) if finished else None
-        self.t.orders.rows.append(
+        self.tables.orders.rows.append(
             (
                 self.pk,
                 self.customer,
@@ -519,7 +515,7 @@ class _Order:
             )
         )
         for position, (name, record) in enumerate(self.steps.items()):
-            self.t.steps.add(
+            self.tables.steps.add(
                 self.pk,
                 name,
                 position,
@@ -530,9 +526,9 @@ class _Order:
                 record.started_at,
                 record.finished_at,
             )
-        self.t.reservations.rows.extend(tuple(r) for r in self._reservations)
-        self.t.charges.rows.extend(tuple(c) for c in self._charges)
-        self.t.shipments.rows.extend(tuple(s) for s in self._shipments)
+        self.tables.reservations.rows.extend(tuple(r) for r in self._reservations)
+        self.tables.charges.rows.extend(tuple(c) for c in self._charges)
+        self.tables.shipments.rows.extend(tuple(s) for s in self._shipments)
 
     def customer_details(self, n: int) -> None:
         first = FIRST_NAMES[n % len(FIRST_NAMES)]
@@ -547,13 +543,7 @@ class _Order:
         return self.product.price_cents * self.quantity
 
 
-REJECTIONS = {
-    Step.INVENTORY: "Out of stock: 0 available",
-    Step.PAYMENT: "Card declined",
-    Step.SHIPPING: "Address invalid",
-    Step.EMAIL: "Mailbox rejected the address",
-    Step.SMS: "Phone number invalid",
-}
+REJECTIONS = {step: REJECTION_MESSAGES[service] for step, service in SERVICE_OF_STEP.items()}
 
 
 # --- the stories: (name, engine, status, how it goes) -----------------------------------
@@ -690,7 +680,7 @@ def plain_failed(o: _Order) -> None:
     o.attempt_step(Step.PAYMENT, failures=3, then="gave_up")
     o.failure_reason = f"payment: gave up after 3 attempts: {UNAVAILABLE['payment']}"
     o.undo_effect(Step.INVENTORY)
-    o.call("inventory", "release", f"plain-{o.pk}:release:1", 1, Outcome.OK)
+    o.call("inventory", Operation.RELEASE, f"plain-{o.pk}:release:1", 1, Outcome.OK)
     o.steps[Step.INVENTORY].state = StepState.COMPLETED
     o.write(OrderStatus.FAILED)
 
@@ -822,7 +812,7 @@ def write_history(
                 order.quantity = _quantity_over_threshold(product)
             story.tell(order)
             held[product.pk] = held.get(product.pk, 0) + order.held_units
-            status = order.t.orders.rows[-1][8]
+            status = order.tables.orders.rows[-1][8]
             written.statuses[status] = written.statuses.get(status, 0) + 1
             if (n + 1) % CHUNK == 0:
                 _flush(tables, written)
