@@ -91,7 +91,7 @@ class EffectsFilter(admin.SimpleListFilter):
             return queryset
         # The audit's verdict over every order in one query; the list page then counts
         # and pages by order number instead of judging every order twice.
-        broken = Order.objects.filter(does_not_add_up()).values_list("pk", flat=True)
+        broken = Order.objects.filter(does_not_add_up()).order_by().values_list("pk", flat=True)
         listed = list(broken[: self.LISTED + 1])
         rows = listed if len(listed) <= self.LISTED else broken
         if self.value() == "broken":
