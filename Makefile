@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-topology lint format bench bench-throughput clean
+.PHONY: run test test-topology lint format bench bench-throughput bench-scale clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 # Orders per second through the whole stack against the bare SDK; BENCH_ORDERS=N (300).
 bench-throughput: $(STAMP)
 	$(PY) bench/throughput.py
+
+# The admin, the audit and the board at 100k orders of history; BENCH_HISTORY=N (100000).
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -477,7 +477,13 @@ def _board_signature() -> tuple:
         status=OrderStatus.RUNNING,
         updated_at__lt=timezone.now() - timedelta(seconds=Order.PLAIN_STALL_S),
     ).count()
-    return (Order.objects.aggregate(Max("id"), Max("updated_at")), tuple(switches), stalled)
+    # One MAX per statement: SQLite reads each from its index end, but two MAXes in one
+    # statement scan every order (28 ms a tick at 100k orders).
+    latest = (
+        Order.objects.aggregate(Max("id"))["id__max"],
+        Order.objects.aggregate(Max("updated_at"))["updated_at__max"],
+    )
+    return (latest, tuple(switches), stalled)
 
 
 hub = Hub()

@@ -92,15 +92,29 @@ class Outcome(models.TextChoices):
     REJECTED = "rejected"
 
 
+class Operation(models.TextChoices):
+    """What a call asks of its service: a step's own call, or undoing it."""
+
+    RESERVE = "reserve"
+    COMMIT = "commit"
+    RELEASE = "release"
+    CHARGE = "charge"
+    REFUND = "refund"
+    SHIP = "ship"
+    CANCEL = "cancel"
+    SEND = "send"
+
+
 class ServiceCall(models.Model):
     """The ledger: one row per attempt at a service call, whatever came of it."""
 
     service = models.CharField(max_length=16, choices=Service.choices, db_index=True)
-    operation = models.CharField(max_length=32)
+    operation = models.CharField(max_length=32, choices=Operation.choices, db_index=True)
     order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="calls")
     idempotency_key = models.CharField(max_length=100)
     attempt = models.PositiveIntegerField()
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    # Indexed, as operation: the ledger's list in the admin counts by them.
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
     # When this attempt started by Temporal's clock: the gaps between attempts are the backoff.
@@ -134,6 +148,11 @@ class Reservation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        # The audit's filter asks "does this order hold stock?" of every order: the
+        # index answers without reading the rows.
+        indexes = [models.Index(fields=["order", "state"], name="reservation_order_state")]
+
     def __str__(self) -> str:
         return f"{self.quantity} × {self.product_id} for order {self.order_id}: {self.state}"
 
@@ -146,6 +165,9 @@ class Charge(models.Model):
     refunded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["order", "refunded_at"], name="charge_order_refunded")]
+
     def __str__(self) -> str:
         refunded = " (refunded)" if self.refunded_at else ""
         return f"{self.payment_id} {format_cents(self.amount_cents)}{refunded}"
@@ -157,6 +179,9 @@ class Shipment(models.Model):
     tracking_number = models.CharField(max_length=64, unique=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["order", "cancelled_at"], name="shipment_order_cancelled")]
 
     def __str__(self) -> str:
         return self.tracking_number

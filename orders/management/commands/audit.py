@@ -5,7 +5,7 @@ from argparse import ArgumentParser
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q, QuerySet
 
-from orders.audit import audit_order
+from orders.audit import audit_orders
 from orders.models import Action, OperatorAction, Order
 
 
@@ -22,8 +22,8 @@ class Command(BaseCommand):
             if not orders.exists():
                 raise CommandError(f"There is no order #{options['order']}.")
         broken = 0
-        for order in orders.iterator():
-            audit = audit_order(order)
+        for audit in audit_orders(orders):
+            order = audit.order
             verdict = "effects add up" if audit.adds_up else "; ".join(audit.problems)
             self.stdout.write(f"Order #{order.pk} ({order.engine}, {order.status}): {verdict}")
             for service in audit.services:
