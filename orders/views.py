@@ -15,10 +15,11 @@ from orders.access import operators_only
 from orders.actions import act, record_switch
 from orders.contract import OrderStatus
 from orders.forms import OrderForm, SwitchForm, apply_switch
+from orders.metrics import current_metrics
 from orders.models import Engine, Order
 from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
-from orders.render import BOARD_ROWS, board_context
+from orders.render import BOARD_ROWS, board_context, metrics_context
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
 
 
@@ -38,15 +39,20 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
     if only in OrderStatus.values:
         orders = orders.filter(status=only)
     page_obj = Paginator(orders, BOARD_ROWS).get_page(request.GET.get("page"))
-    context = board_context() | {
-        "form": form,
-        "page_obj": page_obj,
-        "orders": page_obj.object_list,
-        "status_filter": only if only in OrderStatus.values else "",
-        # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
-        "live": page_obj.number == 1 and only not in OrderStatus.values,
-        "worker": _worker(),
-    }
+    worker = _worker()
+    context = (
+        board_context()
+        | metrics_context(current_metrics(), worker)
+        | {
+            "form": form,
+            "page_obj": page_obj,
+            "orders": page_obj.object_list,
+            "status_filter": only if only in OrderStatus.values else "",
+            # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
+            "live": page_obj.number == 1 and only not in OrderStatus.values,
+            "worker": worker,
+        }
+    )
     template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
     return render(request, template, context, status=status)
 

@@ -115,6 +115,12 @@ class ServiceCall(models.Model):
                 name="one_ledger_row_per_attempt",
             ),
         ]
+        indexes = [
+            # The metrics: retries of the last minutes (orders/metrics.py), and attempts by
+            # service and outcome for Prometheus, read from the index alone.
+            models.Index(fields=["created_at"], name="call_created_at"),
+            models.Index(fields=["service", "outcome"], name="call_service_outcome"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.service}.{self.operation} #{self.attempt}: {self.outcome}"

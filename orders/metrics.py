@@ -1,0 +1,198 @@
+"""The numbers: what the metrics strip, the live charts and Prometheus's /metrics show.
+
+One module reads them from the database, so the page and a scrape agree, and so several
+web processes agree (nothing is counted in one process's memory).
+
+The strip and the charts are recomputed every few seconds for every open board, so they
+read time windows only (the last minute, the last 15 minutes) through indexes on
+`Order.created_at`, `Order.finished_at`, `Order.status` and `ServiceCall.created_at`: six
+queries whose cost follows the orders of the window, never all the orders ever placed.
+Prometheus's totals (orders by status and engine, attempts by service and outcome) are a
+count over everything by definition; they are grouped in the database over covering
+indexes, once per scrape.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Count, Q
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from orders.contract import SERVICES, OrderStatus
+from orders.models import Engine, Order
+from orders.simulator.models import Outcome, ServiceCall
+
+CHART_MINUTES = 15
+# Started and not waiting for anyone: the workflow (or the script) is working on it.
+IN_FLIGHT = (OrderStatus.PENDING, OrderStatus.RUNNING)
+# Saved but waiting: for Temporal to take it (queued), for an operator (approval).
+WAITING = (OrderStatus.QUEUED, OrderStatus.AWAITING_APPROVAL)
+
+
+class Ending:
+    """How finished orders are grouped on the strip and the outcomes chart."""
+
+    COMPLETED = "completed"  # completed, with or without warnings
+    FAILED = "failed"  # failed (and undone), or stopped by Temporal
+    UNDONE = "undone"  # cancelled or rejected by an operator (or the approval deadline)
+
+    ALL = (COMPLETED, FAILED, UNDONE)
+    OF_STATUS = {
+        OrderStatus.COMPLETED: COMPLETED,
+        OrderStatus.COMPLETED_WITH_WARNINGS: COMPLETED,
+        OrderStatus.FAILED: FAILED,
+        OrderStatus.STOPPED: FAILED,
+        OrderStatus.CANCELLED: UNDONE,
+        OrderStatus.REJECTED: UNDONE,
+    }
+
+
+@dataclass(frozen=True)
+class Minute:
+    """One minute of the charts: orders placed, how finished ones ended, retries."""
+
+    start: datetime
+    placed: int
+    ended: dict[str, int]  # by Ending
+    retries: dict[str, int]  # by service
+
+    @property
+    def finished(self) -> int:
+        return sum(self.ended.values())
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The strip's figures (the last 60 s for the rates) and the charts' last 15 minutes."""
+
+    at: datetime
+    in_flight: int
+    queued: int
+    awaiting_approval: int
+    completed_per_minute: int
+    failed_per_minute: int
+    retries_per_minute: dict[str, int]  # by service, every service present
+    minutes: list[Minute]  # oldest first; the last one is the minute under way
+
+    @property
+    def waiting(self) -> int:
+        return self.queued + self.awaiting_approval
+
+    def window_total(self, name: str) -> int:
+        """A chart's total over the window: `placed`, an Ending, or `retries`."""
+        if name == "placed":
+            return sum(minute.placed for minute in self.minutes)
+        if name == "retries":
+            return sum(sum(minute.retries.values()) for minute in self.minutes)
+        return sum(minute.ended.get(name, 0) for minute in self.minutes)
+
+
+def current_metrics(now: datetime | None = None) -> Metrics:
+    """Everything the strip and the charts show, in six queries over time windows."""
+    now = now or timezone.now()
+    last_minute = now - timedelta(seconds=60)
+    first = _minute_start(now) - timedelta(minutes=CHART_MINUTES - 1)
+
+    open_counts = Order.objects.filter(status__in=[*IN_FLIGHT, *WAITING]).aggregate(
+        in_flight=Count("id", filter=Q(status__in=IN_FLIGHT)),
+        queued=Count("id", filter=Q(status=OrderStatus.QUEUED)),
+        awaiting=Count("id", filter=Q(status=OrderStatus.AWAITING_APPROVAL)),
+    )
+    ended_lately = _ended_counts(
+        Order.objects.filter(finished_at__gte=last_minute)
+        .order_by()
+        .values("status")
+        .annotate(n=Count("id"))
+    )
+    retried = ServiceCall.objects.filter(created_at__gte=last_minute, attempt__gt=1).order_by()
+    retries_lately = dict.fromkeys(SERVICES, 0) | {
+        row["service"]: row["n"] for row in retried.values("service").annotate(n=Count("id"))
+    }
+    return Metrics(
+        at=now,
+        in_flight=open_counts["in_flight"],
+        queued=open_counts["queued"],
+        awaiting_approval=open_counts["awaiting"],
+        completed_per_minute=ended_lately[Ending.COMPLETED],
+        failed_per_minute=ended_lately[Ending.FAILED],
+        retries_per_minute=retries_lately,
+        minutes=_minutes(first),
+    )
+
+
+def _minutes(first: datetime) -> list[Minute]:
+    """Per minute from `first`: placed, ended by Ending, retries by service (3 queries)."""
+    placed = {
+        row["minute"]: row["n"]
+        for row in Order.objects.filter(created_at__gte=first)
+        .order_by()
+        .annotate(minute=TruncMinute("created_at", tzinfo=UTC))
+        .values("minute")
+        .annotate(n=Count("id"))
+    }
+    ended: dict[datetime, dict[str, int]] = defaultdict(lambda: dict.fromkeys(Ending.ALL, 0))
+    for row in (
+        Order.objects.filter(finished_at__gte=first)
+        .order_by()
+        .annotate(minute=TruncMinute("finished_at", tzinfo=UTC))
+        .values("minute", "status")
+        .annotate(n=Count("id"))
+    ):
+        if ending := Ending.OF_STATUS.get(row["status"]):
+            ended[row["minute"]][ending] += row["n"]
+    retries: dict[datetime, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SERVICES, 0))
+    for row in (
+        ServiceCall.objects.filter(created_at__gte=first, attempt__gt=1)
+        .order_by()
+        .annotate(minute=TruncMinute("created_at", tzinfo=UTC))
+        .values("minute", "service")
+        .annotate(n=Count("id"))
+    ):
+        retries[row["minute"]][row["service"]] += row["n"]
+    starts = [first + timedelta(minutes=i) for i in range(CHART_MINUTES)]
+    return [
+        Minute(
+            start=start,
+            placed=placed.get(start, 0),
+            ended=dict(ended[start]),
+            retries=dict(retries[start]),
+        )
+        for start in starts
+    ]
+
+
+def _ended_counts(rows: object) -> dict[str, int]:
+    counts = dict.fromkeys(Ending.ALL, 0)
+    for row in rows:  # type: ignore[attr-defined]
+        if ending := Ending.OF_STATUS.get(row["status"]):
+            counts[ending] += row["n"]
+    return counts
+
+
+def _minute_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+# Totals for Prometheus ------------------------------------------------------------------
+def orders_by_status_and_engine() -> dict[tuple[str, str], int]:
+    """Every status × engine pair, zeros included, so no series comes and goes."""
+    counts = dict.fromkeys(((s, e) for s in OrderStatus.values for e in Engine.values), 0)
+    for row in Order.objects.order_by().values("status", "engine").annotate(n=Count("id")):
+        counts[(row["status"], row["engine"])] = row["n"]
+    return counts
+
+
+def attempts_by_service_and_outcome() -> dict[tuple[str, str], int]:
+    """Every attempt the ledger holds, per service and outcome, zeros included."""
+    counts = dict.fromkeys(((s, o) for s in SERVICES for o in Outcome.values), 0)
+    for row in ServiceCall.objects.order_by().values("service", "outcome").annotate(n=Count("id")):
+        counts[(row["service"], row["outcome"])] = row["n"]
+    return counts
+
+
+def orders_in_flight() -> int:
+    return Order.objects.filter(status__in=IN_FLIGHT).count()
