@@ -138,15 +138,14 @@ def test_the_metrics_read_time_windows_through_indexes_never_every_order(now):
     with CaptureQueriesContext(connection) as queries:
         current_metrics()
     assert len(queries) == 6
+    plans = []
     with connection.cursor() as cursor:
         for query in queries:
             cursor.execute("EXPLAIN QUERY PLAN " + query["sql"])
-            plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
-            # SEARCH: through an index, for a range; SCAN: every row (or index entry).
-            assert "SEARCH" in plan, f"{query['sql']}\n→ {plan}"
-            assert not re.search(r"SCAN (orders_order|simulator_)", plan), (
-                f"{query['sql']}\n→ {plan}"
-            )
+            plans.append(" | ".join(str(row[-1]) for row in cursor.fetchall()))
+    # SEARCH: a range through an index; SCAN: every row (or every index entry).
+    scans = [plan for plan in plans if "SEARCH" not in plan or re.search(r"SCAN [a-z]", plan)]
+    assert scans == [], "\n".join(plans)
 
 
 @pytest.mark.parametrize(

@@ -116,9 +116,9 @@ class ServiceCall(models.Model):
             ),
         ]
         indexes = [
-            # The metrics: retries of the last minutes (orders/metrics.py), and attempts by
-            # service and outcome for Prometheus, read from the index alone.
-            models.Index(fields=["created_at"], name="call_created_at"),
+            # The metrics (orders/metrics.py): retries of the last minutes by service, and
+            # attempts by service and outcome for Prometheus, each read from an index alone.
+            models.Index(fields=["created_at", "service", "attempt"], name="call_recent"),
             models.Index(fields=["service", "outcome"], name="call_service_outcome"),
         ]
 
