@@ -358,6 +358,7 @@ class Hub:
         self._worker_checked_at = asyncio.get_running_loop().time()
         if worker != self.worker:
             self.worker = worker
+            self._metrics_at = 0.0  # the strip says whether the worker is up: now, not later
             for watch in self.orders.values():
                 watch.dirty = True  # the order pages say whether a worker answers
                 if worker == WORKER_UP:
