@@ -24,6 +24,8 @@ from orders.placement import create_order, place_order
 from orders.simulator.models import Outcome, ServiceCall
 from tests.conftest import set_switch
 from tests.test_consumers import connect, receive_until
+from tests.test_monitoring import dashboard_metrics
+from worker.main import sdk_metrics_runtime
 
 # (status, engine, placed seconds ago, finished seconds ago or None)
 ORDERS = [
@@ -298,20 +300,28 @@ def test_the_worker_serves_the_sdk_metrics_on_worker_metrics_port(temporal_serve
     port = free_port()
     env = throwaway_env(tmp_path, "sdkmetrics") | {
         "TEMPORAL_ADDRESS": temporal_server,
+        "TEMPORAL_WORKFLOW_ID_PREFIX": f"sdkm{port}-",
         "WORKER_METRICS_PORT": str(port),
     }
     with LocalStack(env=env, log_dir=tmp_path) as stack:
         stack.manage("migrate", "--no-input", "-v0")
+        stack.manage("seed_demo")
         stack.start_worker()
         wait_for_port(port, timeout=60)
-        deadline, text = time.monotonic() + 30, ""
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-                text = reply.read().decode()
-            # Polls of the task queue are counted as soon as the worker runs.
-            if re.search(r"^temporal_\w*poll\w*\{.*task_queue=", text, re.MULTILINE):
-                break
-            time.sleep(0.5)
-        families = {family.name for family in text_string_to_metric_families(text)}
-        assert any(name.startswith("temporal_") for name in families), text[:2000]
-        assert re.search(rf'task_queue="{env["TEMPORAL_TASK_QUEUE"]}"', text), text[:2000]
+        # One order through, so the activity and workflow metrics have samples too.
+        stack.manage("place_order", "--product", "KB-01", "--quantity", "1", "--wait")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    served = set()
+    for family in text_string_to_metric_families(text):
+        served |= {sample.name for sample in family.samples}
+    assert re.search(rf'task_queue="{env["TEMPORAL_TASK_QUEUE"]}"', text), text[:2000]
+    assert "temporal_activity_execution_latency_bucket" in served
+    # Every SDK metric the provisioned Grafana dashboard draws is one the worker serves.
+    asked = dashboard_metrics("temporal_")
+    assert asked and asked <= served, asked - served
+
+
+def test_without_worker_metrics_port_the_worker_serves_no_metrics(settings):
+    assert settings.WORKER_METRICS_PORT == 0  # unset in the tests' environment
+    assert sdk_metrics_runtime("127.0.0.1", settings.WORKER_METRICS_PORT) is None
