@@ -116,6 +116,7 @@ class Hub:
         self._status_html = ""
         self._metrics_at = 0.0
         self._metrics_html = ""
+        self._metrics_worker = ""  # the worker status the metrics last sent show
         self._worker_checked_at = -1e9
         # One render in flight shared by every socket that joins meanwhile.
         self._rendering: dict[str, asyncio.Future] = {}
@@ -248,7 +249,7 @@ class Hub:
         if self.board_watchers and now >= self._board_at:
             self._board_at = now + BOARD_EVERY_S
             self._start("board", self._publish_board())
-        if self.board_watchers and now >= self._metrics_at:
+        if self.board_watchers and self._metrics_due(now):
             self._metrics_at = now + METRICS_EVERY_S
             self._start("metrics", self._publish_metrics())
         await self._refresh_orders(now)
@@ -358,7 +359,6 @@ class Hub:
         self._worker_checked_at = asyncio.get_running_loop().time()
         if worker != self.worker:
             self.worker = worker
-            self._metrics_at = 0.0  # the strip says whether the worker is up: now, not later
             for watch in self.orders.values():
                 watch.dirty = True  # the order pages say whether a worker answers
                 if worker == WORKER_UP:
@@ -382,11 +382,19 @@ class Hub:
                 await _send(self.board_channels, new)
         self._board_signature, self._board_html = signature, fragments
 
+    def _metrics_due(self, now: float) -> bool:
+        if self._worker_checked_at < 0:
+            return False  # the strip says whether the worker is up: know it first
+        # On their clock, and at once when the worker came or went.
+        return now >= self._metrics_at or self.worker != self._metrics_worker
+
     async def _publish_metrics(self) -> None:
-        html = await database_sync_to_async(_metrics_fragment, thread_sensitive=False)(self.worker)
+        worker = self.worker
+        html = await database_sync_to_async(_metrics_fragment, thread_sensitive=False)(worker)
         if html != self._metrics_html:
             await _send(self.board_channels, html)
             self._metrics_html = html
+        self._metrics_worker = worker
 
     def _start(self, name: str, job: Coroutine) -> None:
         """Run a job beside the loop; a named one at most once at a time."""

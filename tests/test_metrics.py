@@ -121,7 +121,7 @@ def test_the_dashboard_shows_the_strip_and_the_charts_with_those_numbers(client,
     for name, value in EXPECTED_STRIP.items():
         assert re.search(rf'data-metric="{name}" data-value="{value}"', html), name
     for service, value in EXPECTED_RETRIES_PER_MINUTE.items():
-        assert f'data-service="{service}" data-value="{value}"' in html
+        assert f'data-retry-service="{service}" data-value="{value}"' in html
     throughput = re.search(r'<figure class="chart" data-chart="throughput"([^>]*)>', html)
     retries = re.search(r'<figure class="chart" data-chart="retries"([^>]*)>', html)
     assert throughput and retries
