@@ -39,9 +39,10 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
     if only in OrderStatus.values:
         orders = orders.filter(status=only)
     page_obj = Paginator(orders, BOARD_ROWS).get_page(request.GET.get("page"))
+    board = board_context()
     worker = _worker()
     context = (
-        board_context()
+        board
         | metrics_context(current_metrics(), worker)
         | {
             "form": form,
