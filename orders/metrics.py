@@ -4,9 +4,10 @@ One module reads them from the database, so the page and a scrape agree, and so 
 web processes agree (nothing is counted in one process's memory).
 
 The strip and the charts are recomputed every few seconds for every open board, so they
-read time windows only (the last minute, the last 15 minutes) through indexes on
-`Order.created_at`, `Order.finished_at`, `Order.status` and `ServiceCall.created_at`: six
-queries whose cost follows the orders of the window, never all the orders ever placed.
+read time windows only (the last minute, the last 15 minutes) through indexes that start
+with the time (`Order.created_at`, `(finished_at, status)`, the ledger's `(created_at,
+service, attempt)`) and `Order.status` for the few open orders: six queries whose cost
+follows the orders of the window, never all the orders ever placed.
 Prometheus's totals (orders by status and engine, attempts by service and outcome) are a
 count over everything by definition; they are grouped in the database over covering
 indexes, once per scrape.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, TextChoices
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -32,22 +33,22 @@ IN_FLIGHT = (OrderStatus.PENDING, OrderStatus.RUNNING)
 WAITING = (OrderStatus.QUEUED, OrderStatus.AWAITING_APPROVAL)
 
 
-class Ending:
-    """How finished orders are grouped on the strip and the outcomes chart."""
+class Ending(TextChoices):
+    """How finished orders are grouped on the strip and the throughput chart."""
 
-    COMPLETED = "completed"  # completed, with or without warnings
-    FAILED = "failed"  # failed (and undone), or stopped by Temporal
-    UNDONE = "undone"  # cancelled or rejected by an operator (or the approval deadline)
+    COMPLETED = "completed", "completed"  # with or without warnings
+    FAILED = "failed", "failed"  # failed (and undone), or stopped by Temporal
+    UNDONE = "undone", "cancelled or rejected"  # by an operator, or the approval deadline
 
-    ALL = (COMPLETED, FAILED, UNDONE)
-    OF_STATUS = {
-        OrderStatus.COMPLETED: COMPLETED,
-        OrderStatus.COMPLETED_WITH_WARNINGS: COMPLETED,
-        OrderStatus.FAILED: FAILED,
-        OrderStatus.STOPPED: FAILED,
-        OrderStatus.CANCELLED: UNDONE,
-        OrderStatus.REJECTED: UNDONE,
-    }
+
+ENDING_OF_STATUS = {
+    OrderStatus.COMPLETED: Ending.COMPLETED,
+    OrderStatus.COMPLETED_WITH_WARNINGS: Ending.COMPLETED,
+    OrderStatus.FAILED: Ending.FAILED,
+    OrderStatus.STOPPED: Ending.FAILED,
+    OrderStatus.CANCELLED: Ending.UNDONE,
+    OrderStatus.REJECTED: Ending.UNDONE,
+}
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,11 @@ class Minute:
     ended: dict[str, int]  # by Ending
     retries: dict[str, int]  # by service
 
-    @property
-    def finished(self) -> int:
-        return sum(self.ended.values())
-
 
 @dataclass(frozen=True)
 class Metrics:
     """The strip's figures (the last 60 s for the rates) and the charts' last 15 minutes."""
 
-    at: datetime
     in_flight: int
     queued: int
     awaiting_approval: int
@@ -80,14 +76,6 @@ class Metrics:
     @property
     def waiting(self) -> int:
         return self.queued + self.awaiting_approval
-
-    def window_total(self, name: str) -> int:
-        """A chart's total over the window: `placed`, an Ending, or `retries`."""
-        if name == "placed":
-            return sum(minute.placed for minute in self.minutes)
-        if name == "retries":
-            return sum(sum(minute.retries.values()) for minute in self.minutes)
-        return sum(minute.ended.get(name, 0) for minute in self.minutes)
 
 
 def current_metrics(now: datetime | None = None) -> Metrics:
@@ -104,7 +92,6 @@ def current_metrics(now: datetime | None = None) -> Metrics:
     ended_lately = Order.objects.filter(finished_at__gte=last_minute).aggregate(**_ENDINGS)
     retries_lately = _retries(last_minute).aggregate(**_PER_SERVICE)
     return Metrics(
-        at=now,
         in_flight=open_counts["in_flight"],
         queued=open_counts["queued"],
         awaiting_approval=open_counts["awaiting"],
@@ -119,10 +106,10 @@ def current_metrics(now: datetime | None = None) -> Metrics:
 # would have the database walk their index over every row instead of searching the time
 # range (SQLite's planner does, without statistics).
 _ENDINGS = {
-    ending: Count(
-        "id", filter=Q(status__in=[s for s, e in Ending.OF_STATUS.items() if e == ending])
+    ending.value: Count(
+        "id", filter=Q(status__in=[s for s, e in ENDING_OF_STATUS.items() if e == ending])
     )
-    for ending in Ending.ALL
+    for ending in Ending
 }
 _PER_SERVICE = {service: Count("id", filter=Q(service=service)) for service in SERVICES}
 _PLACED = {"placed": Count("id")}
@@ -153,7 +140,7 @@ def _minutes(first: datetime) -> list[Minute]:
         Minute(
             start=start,
             placed=placed.get(start, {}).get("placed", 0),
-            ended=ended.get(start, dict.fromkeys(Ending.ALL, 0)),
+            ended=ended.get(start, dict.fromkeys(Ending.values, 0)),
             retries=retries.get(start, dict.fromkeys(SERVICES, 0)),
         )
         for start in starts

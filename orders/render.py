@@ -88,11 +88,7 @@ def metrics_context(metrics: Metrics, worker: str) -> dict:
         "throughput",
         "Orders per minute: placed (line) and how finished ones ended (bars)",
         minutes,
-        [
-            (Ending.COMPLETED, "completed"),
-            (Ending.FAILED, "failed"),
-            (Ending.UNDONE, "cancelled or rejected"),
-        ],
+        [(ending.value, ending.label) for ending in Ending],
         [minute.ended for minute in metrics.minutes],
         line=("placed", "placed", [minute.placed for minute in metrics.minutes]),
     )

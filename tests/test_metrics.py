@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 import urllib.request
 from datetime import datetime, timedelta
@@ -14,11 +15,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from orderdash.stack import LocalStack, free_port, throwaway_env, wait_for_port
+from orderdash.stack import LocalStack, free_port, run_manage, throwaway_env, wait_for_port
 from orders.charts import nice_scale
 from orders.contract import SERVICES, OrderStatus
 from orders.live import hub
-from orders.metrics import CHART_MINUTES, current_metrics
+from orders.metrics import CHART_MINUTES, Ending, current_metrics
 from orders.models import Engine, Order
 from orders.placement import create_order, place_order
 from orders.simulator.models import Outcome, ServiceCall
@@ -110,7 +111,13 @@ def test_the_strip_and_the_charts_count_what_the_database_holds(now):
     assert figures == {k: v for k, v in EXPECTED_STRIP.items() if k != "worker_up"}
     assert (metrics.queued, metrics.awaiting_approval) == (1, 2)
     assert metrics.retries_per_minute == EXPECTED_RETRIES_PER_MINUTE
-    assert {name: metrics.window_total(name) for name in EXPECTED_WINDOW} == EXPECTED_WINDOW
+    window = {
+        "placed": sum(minute.placed for minute in metrics.minutes),
+        "retries": sum(sum(minute.retries.values()) for minute in metrics.minutes),
+    } | {
+        ending: sum(minute.ended[ending] for minute in metrics.minutes) for ending in Ending.values
+    }
+    assert window == EXPECTED_WINDOW
     assert len(metrics.minutes) == CHART_MINUTES
     assert metrics.minutes[-1].start <= now < metrics.minutes[-1].start + timedelta(minutes=1)
 
@@ -325,3 +332,21 @@ def test_the_worker_serves_the_sdk_metrics_on_worker_metrics_port(temporal_serve
 def test_without_worker_metrics_port_the_worker_serves_no_metrics(settings):
     assert settings.WORKER_METRICS_PORT == 0  # unset in the tests' environment
     assert sdk_metrics_runtime("127.0.0.1", settings.WORKER_METRICS_PORT) is None
+
+
+def test_a_metrics_port_already_taken_is_reported_and_the_worker_runs_without(caplog):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert sdk_metrics_runtime("127.0.0.1", port) is None
+    assert "Temporal SDK metrics are off" in caplog.text
+    assert "Address already in use" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["nine", "70000", "-1"])
+def test_a_bad_worker_metrics_port_stops_the_process_at_start_with_a_clear_message(tmp_path, value):
+    env = throwaway_env(tmp_path, "badport") | {"WORKER_METRICS_PORT": value}
+    result = run_manage(env, "check")
+    assert result.returncode != 0
+    assert "WORKER_METRICS_PORT must be" in result.stderr

@@ -29,22 +29,28 @@ def sdk_metrics_runtime(host: str, port: int) -> Runtime | None:
 
     Made the process's default runtime, before any client exists, so every client here
     (the worker's and the starter's) reports through it; the Prometheus server it starts
-    lives as long as the process.
+    lives as long as the process. A port it cannot listen on is logged, and the worker
+    runs without metrics.
     """
     if not port:
         return None
     from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-    runtime = Runtime(
-        telemetry=TelemetryConfig(
-            # Seconds and a _total suffix on counters: Prometheus's own naming conventions.
-            metrics=PrometheusConfig(
-                bind_address=f"{host}:{port}",
-                counters_total_suffix=True,
-                durations_as_seconds=True,
+    try:
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                # Seconds and a _total suffix on counters: Prometheus's naming conventions.
+                metrics=PrometheusConfig(
+                    bind_address=f"{host}:{port}",
+                    counters_total_suffix=True,
+                    durations_as_seconds=True,
+                )
             )
         )
-    )
+    except ValueError as exc:  # the port is taken, or the host is not an address
+        # Orders matter more than their metrics: work on, and say why there are none.
+        log.error("Temporal SDK metrics are off: %s:%d: %s", host, port, exc)
+        return None
     Runtime.set_default(runtime)
     log.info("Temporal SDK metrics on http://%s:%d/metrics", host, port)
     return runtime
