@@ -28,6 +28,8 @@ from orders.simulator.models import Outcome, ServiceCall
 
 CHART_MINUTES = 15
 # Started and not waiting for anyone: the workflow (or the script) is working on it.
+# A plain-script order whose process died stays "running" for ever: it is lost, not in
+# flight (see in_flight()).
 IN_FLIGHT = (OrderStatus.PENDING, OrderStatus.RUNNING)
 # Saved but waiting: for Temporal to take it (queued), for an operator (approval).
 WAITING = (OrderStatus.QUEUED, OrderStatus.AWAITING_APPROVAL)
@@ -85,7 +87,7 @@ def current_metrics(now: datetime | None = None) -> Metrics:
     first = _minute_start(now) - timedelta(minutes=CHART_MINUTES - 1)
 
     open_counts = Order.objects.filter(status__in=[*IN_FLIGHT, *WAITING]).aggregate(
-        in_flight=Count("id", filter=Q(status__in=IN_FLIGHT)),
+        in_flight=Count("id", filter=in_flight(now)),
         queued=Count("id", filter=Q(status=OrderStatus.QUEUED)),
         awaiting=Count("id", filter=Q(status=OrderStatus.AWAITING_APPROVAL)),
     )
@@ -113,6 +115,17 @@ _ENDINGS = {
 }
 _PER_SERVICE = {service: Count("id", filter=Q(service=service)) for service in SERVICES}
 _PLACED = {"placed": Count("id")}
+
+
+def in_flight(now: datetime) -> Q:
+    """Orders in flight: pending or running, and not a plain-script order gone quiet
+    (the same rule as Order.is_lost)."""
+    lost = Q(
+        engine=Engine.PLAIN,
+        status=OrderStatus.RUNNING,
+        updated_at__lt=now - timedelta(seconds=Order.PLAIN_STALL_S),
+    )
+    return Q(status__in=IN_FLIGHT) & ~lost
 
 
 def _retries(since: datetime) -> QuerySet[ServiceCall]:
@@ -169,4 +182,4 @@ def attempts_by_service_and_outcome() -> dict[tuple[str, str], int]:
 
 
 def orders_in_flight() -> int:
-    return Order.objects.filter(status__in=IN_FLIGHT).count()
+    return Order.objects.filter(in_flight(timezone.now())).count()

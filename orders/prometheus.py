@@ -44,7 +44,7 @@ class OrderdashCollector(Collector):
 
         yield GaugeMetricFamily(
             "orderdash_orders_in_flight",
-            "Orders started and not waiting for anyone (pending or running).",
+            "Orders started and not waiting for anyone (pending or running, not lost).",
             value=metrics.orders_in_flight(),
         )
         up = async_to_sync(worker_status)() == WORKER_UP

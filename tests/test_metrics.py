@@ -45,6 +45,7 @@ ORDERS = [
     (OrderStatus.REJECTED, Engine.TEMPORAL, 40, 25),
     (OrderStatus.COMPLETED, Engine.TEMPORAL, 7200, 7000),  # two hours ago: nowhere
 ]
+LOST = (OrderStatus.RUNNING, Engine.PLAIN, 90, None)  # its script died a minute ago
 # (service, attempt, seconds ago): attempts after the first are retries
 CALLS = [
     ("inventory", 1, 10),
@@ -55,14 +56,14 @@ CALLS = [
     ("shipping", 4, 3600),  # an hour ago: nowhere
 ]
 EXPECTED_STRIP = {
-    "in_flight": 3,  # pending and running
+    "in_flight": 3,  # pending and running, the lost one not
     "waiting": 3,  # queued and awaiting approval
     "completed_per_minute": 2,
     "failed_per_minute": 1,
     "worker_up": 0,  # no worker polls the queue of these tests
 }
 EXPECTED_RETRIES_PER_MINUTE = {"inventory": 2, "payment": 1, "shipping": 0, "email": 0, "sms": 0}
-EXPECTED_WINDOW = {"placed": 13, "completed": 3, "failed": 2, "undone": 2, "retries": 4}
+EXPECTED_WINDOW = {"placed": 14, "completed": 3, "failed": 2, "undone": 2, "retries": 4}
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def now(catalogue) -> datetime:
     """Orders and ledger rows at known times before now (placed, finished, attempted)."""
     now = timezone.now()
     orders = []
-    for status, engine, placed_ago, finished_ago in ORDERS:
+    for status, engine, placed_ago, finished_ago in [*ORDERS, LOST]:
         order = create_order(
             {
                 "product": catalogue["KB-01"],
@@ -87,6 +88,7 @@ def now(catalogue) -> datetime:
             finished_at=None if finished_ago is None else now - timedelta(seconds=finished_ago),
         )
         orders.append(order)
+    Order.objects.filter(pk=orders[-1].pk).update(updated_at=now - timedelta(seconds=60))
     for i, (service, attempt, ago) in enumerate(CALLS):
         call = ServiceCall.objects.create(
             service=service,
