@@ -39,21 +39,17 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
     if only in OrderStatus.values:
         orders = orders.filter(status=only)
     page_obj = Paginator(orders, BOARD_ROWS).get_page(request.GET.get("page"))
-    board = board_context()
-    worker = _worker()
-    context = (
-        board
-        | metrics_context(current_metrics(), worker)
-        | {
-            "form": form,
-            "page_obj": page_obj,
-            "orders": page_obj.object_list,
-            "status_filter": only if only in OrderStatus.values else "",
-            # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
-            "live": page_obj.number == 1 and only not in OrderStatus.values,
-            "worker": worker,
-        }
-    )
+    context = board_context() | {
+        "form": form,
+        "page_obj": page_obj,
+        "orders": page_obj.object_list,
+        "status_filter": only if only in OrderStatus.values else "",
+        # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
+        "live": page_obj.number == 1 and only not in OrderStatus.values,
+        "worker": _worker(),
+    }
+    if not request.htmx:  # the whole page: with the metrics strip and charts
+        context |= metrics_context(current_metrics(), context["worker"])
     template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
     return render(request, template, context, status=status)
 
