@@ -126,6 +126,16 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     print("saved docs/screenshots/order-timeline.png")
     order_page.context.close()
 
+    # The same board's charts, pushed live: four completed (one with warnings), one
+    # failed, and the four shipping retries of the order above.
+    throughput = dashboard.locator('[data-chart="throughput"]')
+    expect(throughput).to_have_attribute("data-completed", "4")
+    expect(throughput).to_have_attribute("data-failed", "1")
+    expect(dashboard.locator('[data-chart="retries"]')).to_have_attribute("data-shipping", "4")
+    path = OUT / "metrics.png"
+    dashboard.locator(".panel-metrics").screenshot(path=str(path), animations="disabled")
+    print(f"saved {path.relative_to(ROOT)}")
+
     # The failed order: payment rejected, the inventory reservation undone.
     failed_page = new_page(browser)
     failed_page.goto(f"{stack.url}/orders/{failed}/")

@@ -230,6 +230,17 @@ AUTH_PASSWORD_VALIDATORS = [
 # every page and socket needs a login, and acting needs the "operators" group. Unset, it
 # follows DEBUG: on for `make run`, off in production (docker compose sets it off too).
 DEMO_MODE = envbool("DEMO_MODE", "true" if DEBUG else "false")
+# Outside demo mode, Prometheus reads /metrics with "Authorization: Bearer <this>". Unset:
+# /metrics needs a logged-in user, like every page.
+METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
+# The worker serves the Temporal SDK's own metrics (temporal_*) for Prometheus on this
+# port, at /metrics; unset or 0: off. The host is 127.0.0.1 unless set (0.0.0.0 in compose).
+WORKER_METRICS_PORT = envint("WORKER_METRICS_PORT", "0") if os.getenv("WORKER_METRICS_PORT") else 0
+WORKER_METRICS_HOST = os.getenv("WORKER_METRICS_HOST", "127.0.0.1")
+if not 0 <= WORKER_METRICS_PORT <= 65535:
+    raise ImproperlyConfigured(
+        f"WORKER_METRICS_PORT must be a port number, not {WORKER_METRICS_PORT}"
+    )
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "orders:dashboard"
 LOGOUT_REDIRECT_URL = "login"

@@ -7,12 +7,14 @@ acting on orders needs the `operate_orders` permission (the "operators" group ha
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from functools import wraps
 
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -51,3 +53,31 @@ def operators_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
         return render(request, template, status=403)
 
     return guarded
+
+
+def refuse_scrape(request: HttpRequest) -> HttpResponse | None:
+    """Who may read /metrics: anyone in demo mode; otherwise the bearer token
+    METRICS_TOKEN when it is set, else a logged-in user, as for every page. None: go on.
+    """
+    if settings.DEMO_MODE:
+        return None
+    token = settings.METRICS_TOKEN
+    if not token:
+        return None if request.user.is_authenticated else redirect_to_login(request.get_full_path())
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        response = HttpResponse(
+            "401 Unauthorized: /metrics needs the header"
+            " 'Authorization: Bearer <METRICS_TOKEN>'.\n",
+            status=401,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="orderdash metrics"'
+        return response
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return HttpResponse(
+            "403 Forbidden: that bearer token is not this server's METRICS_TOKEN.\n",
+            status=403,
+            content_type="text/plain; charset=utf-8",
+        )
+    return None

@@ -51,7 +51,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
 
 class BoardConsumer(LiveConsumer):
-    """/ws/orders/: the order list, the switches and the worker status."""
+    """/ws/orders/: the order list, the switches, the metrics and the worker status."""
 
     async def connect(self) -> None:
         await self.accept()
@@ -61,6 +61,7 @@ class BoardConsumer(LiveConsumer):
         await self.join()
         for html in await hub.board_snapshot():
             await self.send(text_data=html)
+        await self.send(text_data=await hub.metrics_snapshot())
 
     async def disconnect(self, code: int) -> None:
         if self.joined:

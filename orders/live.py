@@ -7,7 +7,8 @@ to the order's watchers only when it changed. Temporal is asked in the backgroun
 for an order newly watched, quickly again while a retry the database announced waits for
 Temporal's schedule (or while a saga runs), and otherwise on a slow periodic round. So
 Temporal load grows with the orders watched, never with the number of sockets. The board
-and the worker status are refreshed by the same loop on their own, slower clocks.
+and the worker status are refreshed by the same loop on their own, slower clocks, and so
+are the board's metrics (strip and charts), rendered once per round for every board.
 
 Rendering lives in orders/render.py, the picture of one order in orders/progress.py.
 """
@@ -31,6 +32,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from orders.contract import OrderStatus
+from orders.metrics import current_metrics
 from orders.models import Engine, Order
 from orders.progress import (
     OrderSnapshot,
@@ -41,7 +43,7 @@ from orders.progress import (
     load_orders,
     snapshot_of,
 )
-from orders.render import render_board, render_order, render_status
+from orders.render import render_board, render_metrics, render_order, render_status
 from orders.simulator.models import ServiceSwitch
 from orders.temporal import WORKER_DOWN, WORKER_UP, worker_status
 
@@ -53,6 +55,9 @@ FOLLOW_UP_S = 0.05  # first follow-up ask after a retry the database announced; 
 REFRESH_S = 2.0  # Temporal is asked at least this often about each watched order
 BOARD_EVERY_S = 0.25
 STATUS_EVERY_S = 1.0
+# The metrics are per minute over 15 minutes: a few seconds late is still right, and a
+# slow clock keeps their six window queries off the busy path.
+METRICS_EVERY_S = 3.0
 ASKS_AT_ONCE = 32  # Temporal calls in flight at once: waiting on the server, not CPU
 
 
@@ -109,6 +114,9 @@ class Hub:
         self._board_signature: tuple | None = None
         self._board_html: tuple[str, str] = ("", "")
         self._status_html = ""
+        self._metrics_at = 0.0
+        self._metrics_html = ""
+        self._metrics_worker = ""  # the worker status the metrics last sent show
         self._worker_checked_at = -1e9
         # One render in flight shared by every socket that joins meanwhile.
         self._rendering: dict[str, asyncio.Future] = {}
@@ -135,6 +143,8 @@ class Hub:
         self._stop_when_idle()
 
     def watch_board(self, channel: str) -> None:
+        if not self.board_channels:
+            self._metrics_html = ""  # nobody watched: the metrics last sent may be old
         self.board_channels.add(channel)
         self._board_signature = None if self.board_watchers == 1 else self._board_signature
         self._ensure_running()
@@ -164,6 +174,13 @@ class Hub:
         if self._board_html[0] and self._board_signature is not None:
             return self._board_html
         return await self._render_once("board", render_board)
+
+    async def metrics_snapshot(self) -> str:
+        """The metrics strip and charts for a socket that joins, the same way."""
+        if self._metrics_html:
+            return self._metrics_html
+        worker = self.worker
+        return await self._render_once("metrics", lambda: _metrics_fragment(worker))
 
     async def status_snapshot(self) -> str:
         """The worker status fragment for a socket that joins, the same way."""
@@ -232,6 +249,9 @@ class Hub:
         if self.board_watchers and now >= self._board_at:
             self._board_at = now + BOARD_EVERY_S
             self._start("board", self._publish_board())
+        if self.board_watchers and self._metrics_due(now):
+            self._metrics_at = now + METRICS_EVERY_S
+            self._start("metrics", self._publish_metrics())
         await self._refresh_orders(now)
         for pk in self._due_asks(now):
             watch = self.orders[pk]
@@ -362,6 +382,20 @@ class Hub:
                 await _send(self.board_channels, new)
         self._board_signature, self._board_html = signature, fragments
 
+    def _metrics_due(self, now: float) -> bool:
+        if self._worker_checked_at < 0:
+            return False  # the strip says whether the worker is up: know it first
+        # On their clock, and at once when the worker came or went.
+        return now >= self._metrics_at or self.worker != self._metrics_worker
+
+    async def _publish_metrics(self) -> None:
+        worker = self.worker
+        html = await database_sync_to_async(_metrics_fragment, thread_sensitive=False)(worker)
+        if html != self._metrics_html:
+            await _send(self.board_channels, html)
+            self._metrics_html = html
+        self._metrics_worker = worker
+
     def _start(self, name: str, job: Coroutine) -> None:
         """Run a job beside the loop; a named one at most once at a time."""
         if name and name in self._busy:
@@ -406,6 +440,10 @@ async def _send(channels: Iterable[str], html: str) -> None:
     for channel in list(channels):
         with contextlib.suppress(ChannelFull):
             await layer.send(channel, message)
+
+
+def _metrics_fragment(worker: str) -> str:
+    return render_metrics(current_metrics(), worker)
 
 
 def _read_and_build(

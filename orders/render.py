@@ -9,7 +9,9 @@ from __future__ import annotations
 from django.db.models import Count, Q
 from django.template.loader import render_to_string
 
-from orders.contract import OrderStatus
+from orders.charts import stacked_bars
+from orders.contract import OrderStatus, Service
+from orders.metrics import Ending, Metrics
 from orders.models import Order
 from orders.progress import OrderSnapshot
 from orders.simulator.models import MODE_HELP, Mode, ServiceSwitch
@@ -95,4 +97,33 @@ def render_board() -> tuple[str, str]:
     return (
         render_to_string("orders/partials/order_list.html", context),
         render_to_string("orders/partials/switches.html", context),
+    )
+
+
+def metrics_context(metrics: Metrics, worker: str) -> dict:
+    """The strip's figures and the two charts, for the page and for the hub alike."""
+    minutes = [minute.start for minute in metrics.minutes]
+    throughput = stacked_bars(
+        "throughput",
+        "Orders per minute: placed (line) and how finished ones ended (bars)",
+        minutes,
+        [(ending.value, ending.label) for ending in Ending],
+        [minute.ended for minute in metrics.minutes],
+        line=("placed", "placed", [minute.placed for minute in metrics.minutes]),
+    )
+    retries = stacked_bars(
+        "retries",
+        "Retries per minute, per service",
+        minutes,
+        [(service.value, service.label) for service in Service],
+        [minute.retries for minute in metrics.minutes],
+    )
+    return {"metrics": metrics, "worker": worker, "charts": [throughput, retries]}
+
+
+def render_metrics(metrics: Metrics, worker: str) -> str:
+    """The metrics strip and the charts: two fragments in one message, each swapped by id."""
+    context = metrics_context(metrics, worker) | {"oob": True}
+    return render_to_string("orders/partials/metrics_strip.html", context) + render_to_string(
+        "orders/partials/metrics_charts.html", context
     )

@@ -24,10 +24,11 @@ from orders.load import (
     start_in_background,
     still_open,
 )
+from orders.metrics import current_metrics
 from orders.models import Engine, LoadRun, Order
 from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
-from orders.render import BOARD_ROWS, board_context
+from orders.render import BOARD_ROWS, board_context, metrics_context
 from orders.scenarios import SCENARIOS, demo_customer, demo_order_data, run_scenario
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
 
@@ -67,6 +68,8 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
         }
         | _load_context()
     )
+    if not request.htmx:  # the whole page: with the metrics strip and charts
+        context |= metrics_context(current_metrics(), context["worker"])
     template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
     return render(request, template, context, status=status)
 

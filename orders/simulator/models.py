@@ -129,6 +129,12 @@ class ServiceCall(models.Model):
                 name="one_ledger_row_per_attempt",
             ),
         ]
+        indexes = [
+            # The metrics (orders/metrics.py): retries of the last minutes by service, and
+            # attempts by service and outcome for Prometheus, each read from an index alone.
+            models.Index(fields=["created_at", "service", "attempt"], name="call_recent"),
+            models.Index(fields=["service", "outcome"], name="call_service_outcome"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.service}.{self.operation} #{self.attempt}: {self.outcome}"
