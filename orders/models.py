@@ -62,6 +62,13 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            # The live board's "has anything changed" check reads the newest updated_at.
+            models.Index(fields=["updated_at"], name="order_updated_at"),
+            # Filtered board pages: newest first within an engine or a status.
+            models.Index(fields=["engine", "-id"], name="order_engine_newest"),
+            models.Index(fields=["status", "-id"], name="order_status_newest"),
+        ]
         permissions = [
             ("operate_orders", "Can place orders, flip switches and act on orders"),
         ]
@@ -95,13 +102,20 @@ class OrderStep(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     result = models.CharField(max_length=100, blank=True)
     last_error = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)  # the latest attempt's start
+    # The first attempt's start: how long an order has been on this step, retries included.
+    entered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["order", "position"]
         constraints = [
             models.UniqueConstraint(fields=["order", "name"], name="one_step_per_name"),
+        ]
+        indexes = [
+            # The board's "retrying now" and "stuck on <service>" filters start from the
+            # few steps in flight, not from every order ever placed.
+            models.Index(fields=["state", "name"], name="step_state_name"),
         ]
 
     def __str__(self) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from asgiref.sync import async_to_sync
 from django.contrib import messages
-from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -13,12 +14,13 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from orders.access import operators_only
 from orders.actions import act, record_switch
-from orders.contract import OrderStatus
+from orders.board import BoardFilterForm, parse_filter
+from orders.bulk import BULK_ACTIONS, bulk_act, selection
 from orders.forms import OrderForm, SwitchForm, apply_switch
 from orders.models import Engine, Order
 from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
-from orders.render import BOARD_ROWS, board_context
+from orders.render import board_context, switches_context
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
 
 
@@ -32,22 +34,23 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> HttpResponse:
-    orders = Order.objects.select_related("product").prefetch_related("steps")
-    # One filter for now: the operators' inbox (?status=awaiting_approval) and the like.
-    only = request.GET.get("status", "")
-    if only in OrderStatus.values:
-        orders = orders.filter(status=only)
-    page_obj = Paginator(orders, BOARD_ROWS).get_page(request.GET.get("page"))
-    context = board_context() | {
+    board_filter, page, errors = parse_filter(request.GET)
+    context = board_context(board_filter, page) | {
         "form": form,
-        "page_obj": page_obj,
-        "orders": page_obj.object_list,
-        "status_filter": only if only in OrderStatus.values else "",
-        # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
-        "live": page_obj.number == 1 and only not in OrderStatus.values,
+        "filter_form": BoardFilterForm(request.GET),
+        "filter_errors": errors,
+        "board_query": board_filter.page_query(page),
+        "bulk_actions": BULK_ACTIONS,
+        "live": not errors,  # every filter and page stays live
         "worker": _worker(),
     }
-    template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
+    if errors:  # say what was wrong; showing every order instead would mislead
+        context |= {"rows": [], "page_obj": None}
+        status = 400
+    # The filter form swaps the whole dashboard (its socket watches the new filter); other
+    # htmx requests ask for the list alone.
+    whole = not request.htmx or request.htmx.target == "dashboard"
+    template = "orders/dashboard.html" if whole else "orders/dashboard.html#order-list"
     return render(request, template, context, status=status)
 
 
@@ -66,7 +69,14 @@ def place(request: HttpRequest) -> HttpResponse:
     order = place_order(form.cleaned_data)
     if not request.htmx:
         return redirect("orders:detail", pk=order.pk)
-    context = board_context() | {"form": OrderForm(), "placed": order, "oob": True, "live": True}
+    # The list as the placing page filters it, so the new order shows only where it belongs.
+    board_filter, page, _ = parse_filter(QueryDict(urlsplit(request.htmx.current_url or "").query))
+    context = board_context(board_filter, page) | {
+        "form": OrderForm(),
+        "placed": order,
+        "oob": True,
+        "live": True,
+    }
     return render(request, "orders/partials/order_placed.html", context)
 
 
@@ -84,7 +94,7 @@ def set_switch(request: HttpRequest, service: str) -> HttpResponse:
         return render(request, "orders/switch_error.html", {"form": form}, status=400)
     if not request.htmx:
         return redirect("orders:dashboard")
-    context = board_context() | {"switch_form": form, "switch_service": service}
+    context = switches_context() | {"switch_form": form, "switch_service": service}
     return render(request, "orders/partials/switches.html", context)
 
 
@@ -134,3 +144,31 @@ def order_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     level = messages.SUCCESS if result.accepted else messages.ERROR
     messages.add_message(request, level, result.message)
     return redirect("orders:detail", pk=order.pk)
+
+
+@require_GET
+@operators_only
+def bulk_confirm(request: HttpRequest, action: str) -> HttpResponse:
+    """How many orders a bulk action would touch, and a button to go ahead."""
+    board_filter, _, errors = parse_filter(request.GET)
+    chosen = selection(board_filter, action, errors)
+    template = "orders/partials/bulk_confirm.html" if request.htmx else "orders/bulk.html"
+    return render(request, template, {"chosen": chosen}, status=409 if chosen.refusal else 200)
+
+
+@require_POST
+@operators_only
+def bulk_apply(request: HttpRequest, action: str) -> HttpResponse:
+    """Run a confirmed bulk action on each order the filter selected when it was confirmed."""
+    board_filter, _, errors = parse_filter(request.POST)
+    upto = request.POST.get("upto", "")
+    chosen = selection(board_filter, action, errors, upto=int(upto) if upto.isdigit() else None)
+    result = bulk_act(
+        chosen,
+        actor=request.user.get_username() or "anonymous (demo mode)",
+        user=request.user,
+        reason=request.POST.get("reason", "")[:500],
+    )
+    template = "orders/partials/bulk_result.html" if request.htmx else "orders/bulk.html"
+    context = {"chosen": chosen, "result": result}
+    return render(request, template, context, status=409 if chosen.refusal else 200)
