@@ -134,7 +134,7 @@ def parse_filter(data: QueryDict | dict) -> tuple[BoardFilter, int, list[str]]:
         values = {name: form.cleaned_data[name] for name in FILTERS}
         return BoardFilter(**values), form.cleaned_data["page"] or 1, []
     errors = [
-        f"{form.fields[name].label or name.capitalize()} ({name}={data.get(name, '')!r}):"
+        f"{form.fields[name].label or name.capitalize()} ({name}={data.get(name, '')[:40]}):"
         f" {' '.join(messages)}"
         for name, messages in form.errors.items()
     ]
