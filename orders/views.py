@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, push_url
 
 from orders.access import operators_only
 from orders.actions import act, record_switch
@@ -51,7 +51,12 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
     # htmx requests ask for the list alone.
     whole = not request.htmx or request.htmx.target == "dashboard"
     template = "orders/dashboard.html" if whole else "orders/dashboard.html#order-list"
-    return render(request, template, context, status=status)
+    response = render(request, template, context, status=status)
+    if whole and request.htmx and not errors:
+        # The address bar gets the filter's one spelling: no empty fields, stable order.
+        board_query = context["board_query"]
+        push_url(response, reverse("orders:dashboard") + (f"?{board_query}" if board_query else ""))
+    return response
 
 
 @require_POST
