@@ -68,6 +68,8 @@ class Order(models.Model):
             # Filtered board pages: newest first within an engine or a status.
             models.Index(fields=["engine", "-id"], name="order_engine_newest"),
             models.Index(fields=["status", "-id"], name="order_status_newest"),
+            # The hub's count of plain-script orders gone quiet, read with every board check.
+            models.Index(fields=["engine", "status", "updated_at"], name="order_quiet_plain"),
         ]
         permissions = [
             ("operate_orders", "Can place orders, flip switches and act on orders"),

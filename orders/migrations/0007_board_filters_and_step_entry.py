@@ -41,5 +41,9 @@ class Migration(migrations.Migration):
             model_name='orderstep',
             index=models.Index(fields=['state', 'name'], name='step_state_name'),
         ),
+        migrations.AddIndex(
+            model_name='order',
+            index=models.Index(fields=['engine', 'status', 'updated_at'], name='order_quiet_plain'),
+        ),
         migrations.RunPython(entered_when_last_started, migrations.RunPython.noop),
     ]
