@@ -82,6 +82,4 @@ def test_a_bulk_cancel_says_how_many_orders_it_will_touch_then_cancels_them(page
 
     page.goto(f"{stack.url}/?status=cancelled&q={customer.replace(' ', '+')}")
     for number in numbers:
-        expect(page.locator(f"#order-{number}")).to_have_attribute(
-            "data-order-status", "cancelled"
-        )
+        expect(page.locator(f"#order-{number}")).to_have_attribute("data-order-status", "cancelled")
