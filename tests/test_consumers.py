@@ -13,6 +13,7 @@ from orderdash.asgi import application
 from orders.live import hub
 from orders.placement import place_order
 from orders.simulator.models import Product, ServiceSwitch
+from orders.steps import record_step
 from orders.temporal import get_client
 from tests.conftest import set_switch
 
@@ -266,3 +267,19 @@ async def test_a_board_socket_with_a_bad_filter_is_told_why_and_closed(transacti
     assert "Not a board filter" in await communicator.receive_from(timeout=10)
     assert (await communicator.receive_output(timeout=10))["code"] == 4400
     assert hub.boards == {}
+
+
+async def test_an_order_turns_stuck_on_a_live_board_as_its_time_on_the_step_passes(
+    live_temporal, running_order, settings
+):
+    """No row changes when an order overstays its step: the board's clock shows it."""
+    settings.STUCK_AFTER_SECONDS = settings.STUCK_AFTER_SECONDS | {"payment": 2}
+    await sync_to_async(record_step)(running_order.pk, "payment", "running", attempt=1)
+    communicator = await connect("/ws/orders/?service=payment")
+    try:
+        first = await receive_until(communicator, rf'id="order-{running_order.pk}"')
+        assert 'data-current-step="payment"' in first and 'data-stuck="true"' not in first
+        stuck = await receive_until(communicator, r'data-stuck="true"', timeout=20)
+        assert f'id="order-{running_order.pk}"' in stuck
+    finally:
+        await communicator.disconnect()
