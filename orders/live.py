@@ -399,7 +399,9 @@ class Hub:
         if switches != self._switches_html:
             await _send(self.board_channels, switches)
             self._switches_html = switches
-        self._board_signature = signature
+        if self.boards.keys() <= lists.keys():
+            # Not when a board first watched meanwhile was left out: it is rendered next tick.
+            self._board_signature = signature
 
     def _start(self, name: str, job: Coroutine) -> None:
         """Run a job beside the loop; a named one at most once at a time."""
