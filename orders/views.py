@@ -166,8 +166,10 @@ def bulk_confirm(request: HttpRequest, action: str) -> HttpResponse:
 def bulk_apply(request: HttpRequest, action: str) -> HttpResponse:
     """Run a confirmed bulk action on each order the filter selected when it was confirmed."""
     board_filter, _, errors = parse_filter(request.POST)
-    upto = request.POST.get("upto", "")
+    upto = request.POST.get("upto", "")  # the newest order the confirmation counted
     chosen = selection(board_filter, action, errors, upto=int(upto) if upto.isdigit() else None)
+    if not upto.isdigit():
+        chosen.refusal = "A bulk action runs only once confirmed: start it from the board."
     result = bulk_act(
         chosen,
         actor=request.user.get_username() or "anonymous (demo mode)",

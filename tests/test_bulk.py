@@ -143,6 +143,16 @@ def test_a_bulk_action_that_cannot_run_says_why_and_changes_nothing(
     assert order.status == "running"
 
 
+def test_a_bulk_action_posted_without_its_confirmation_is_refused(client, catalogue):
+    order = database_order(catalogue)
+    response = client.post("/orders/bulk/cancel/apply/", {"status": "running"})
+    assert response.status_code == 409
+    assert "A bulk action runs only once confirmed" in response.content.decode()
+    assert not OperatorAction.objects.exists()
+    order.refresh_from_db()
+    assert order.status == "running"
+
+
 def test_too_many_orders_for_one_bulk_action_are_refused(client, catalogue, monkeypatch):
     monkeypatch.setattr("orders.bulk.BULK_LIMIT", 2)
     for _ in range(3):
