@@ -119,6 +119,32 @@ def test_bulk_cancel_cancels_what_is_in_flight_and_names_the_order_it_could_not(
     assert OperatorAction.objects.filter(action="cancel", accepted=True).count() == 2
 
 
+def test_bulk_pause_holds_every_selected_order_until_a_bulk_resume(
+    client, live_temporal, catalogue, monkeypatch
+):
+    minute = timedelta(seconds=60)
+    slow = replace(RETRY_TABLE["payment"], initial_interval=minute, maximum_interval=minute)
+    monkeypatch.setitem(RETRY_TABLE, "payment", slow)
+    set_switch("payment", "down")
+    orders = [place(), place()]
+    for order in orders:
+        wait_for_step(order, "payment", "retrying")
+    count, upto = confirm(client, "pause", "service=payment")
+    assert count == 2
+    html = apply(client, "pause", {"service": "payment", "upto": upto})
+    assert 'data-bulk-done="2"' in html
+    for order in orders:
+        wait_for_step(order, "payment", "paused")
+    set_switch("payment", "healthy")
+    count, upto = confirm(client, "resume", "service=payment")
+    assert count == 2
+    assert 'data-bulk-done="2"' in apply(client, "resume", {"service": "payment", "upto": upto})
+    for order in orders:
+        wait_until(order, lambda o: o.status == "completed", timeout=30)
+    actions = OperatorAction.objects.filter(accepted=True).values_list("action", flat=True)
+    assert sorted(actions) == ["pause", "pause", "resume", "resume"]
+
+
 @pytest.mark.parametrize(
     ("action", "query", "message"),
     [
