@@ -140,6 +140,8 @@ def test_an_invalid_filter_is_explained_and_lists_nothing(client, fleet, query, 
     assert 'data-filter-errors="true"' in html and message in html
     assert response.context["rows"] == []  # never "everything" instead
     assert "ws-connect" not in html
+    fragment = client.get(f"/?{query}", HTTP_HX_REQUEST="true")  # the list alone
+    assert fragment.status_code == 400 and message in fragment.content.decode()
 
 
 def test_a_filtered_board_is_live_and_keeps_its_filter_in_the_address(client, fleet):
