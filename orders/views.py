@@ -35,7 +35,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> HttpResponse:
     board_filter, page, errors = parse_filter(request.GET)
-    context = board_context(board_filter, page) | {
+    if errors:  # say what was wrong; showing every order instead would mislead
+        board = switches_context() | {"rows": [], "page_obj": None, "board_filter": board_filter}
+        status = 400
+    else:
+        board = board_context(board_filter, page)
+    context = board | {
         "form": form,
         "filter_form": BoardFilterForm(request.GET),
         "filter_errors": errors,
@@ -44,9 +49,6 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
         "live": not errors,  # every filter and page stays live
         "worker": _worker(),
     }
-    if errors:  # say what was wrong; showing every order instead would mislead
-        context |= {"rows": [], "page_obj": None}
-        status = 400
     # The filter form swaps the whole dashboard (its socket watches the new filter); other
     # htmx requests ask for the list alone.
     whole = not request.htmx or request.htmx.target == "dashboard"
@@ -54,8 +56,8 @@ def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> Http
     response = render(request, template, context, status=status)
     if whole and request.htmx and not errors:
         # The address bar gets the filter's one spelling: no empty fields, stable order.
-        board_query = context["board_query"]
-        push_url(response, reverse("orders:dashboard") + (f"?{board_query}" if board_query else ""))
+        query = context["board_query"]
+        push_url(response, reverse("orders:dashboard") + (f"?{query}" if query else ""))
     return response
 
 
