@@ -18,7 +18,7 @@ from django.db.models import Q, QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
-from orders.contract import STEP_SERVICES, OrderStatus, Service, StepState
+from orders.contract import OrderStatus, Service, StepState, steps_calling
 from orders.models import Engine, Order, OrderStep
 
 BOARD_ROWS = 25
@@ -104,13 +104,14 @@ class BoardFilter:
             orders = orders.filter(status=self.status)
         if self.engine:
             orders = orders.filter(engine=self.engine)
+        if self.state or self.service:
+            # "Now": a step an order that has ended left behind (terminated mid-retry) is not.
+            orders = orders.exclude(status__in=OrderStatus.final())
         if self.state:
             orders = orders.filter(pk__in=_steps(state=self.state))
         if self.service:
-            steps = [step for step, service in STEP_SERVICES.items() if service == self.service]
-            orders = orders.exclude(status__in=OrderStatus.final()).filter(
-                pk__in=_steps(state__in=ACTIVE_STATES, name__in=steps)
-            )
+            steps = steps_calling(self.service)
+            orders = orders.filter(pk__in=_steps(state__in=ACTIVE_STATES, name__in=steps))
         if self.q:
             orders = orders.filter(_search(self.q))
         return orders.order_by("-id")

@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 
 from orders.actions import act
 from orders.board import BoardFilter
-from orders.contract import STEP_SERVICES
+from orders.contract import steps_calling
 from orders.models import Action, Order
 
 BULK_ACTIONS = (Action.RETRY_NOW, Action.PAUSE, Action.RESUME, Action.CANCEL)
@@ -40,7 +40,7 @@ class Selection:
     @property
     def step(self) -> str:
         """The step to act on: the filter's service's, when it calls from one step only."""
-        steps = [s for s, service in STEP_SERVICES.items() if service == self.board_filter.service]
+        steps = steps_calling(self.board_filter.service)
         return steps[0] if len(steps) == 1 else ""
 
     def orders(self) -> QuerySet[Order]:

@@ -107,6 +107,12 @@ STEP_SERVICES = {
     Step.SMS: Service.SMS,
 }
 
+
+def steps_calling(service: str) -> list[str]:
+    """The steps whose activity calls `service` (inventory: reserve and commit)."""
+    return [str(step) for step, called in STEP_SERVICES.items() if called == service]
+
+
 # Error types the services raise for business outcomes: retrying cannot change them.
 BUSINESS_ERRORS = {
     Service.INVENTORY: "OutOfStock",

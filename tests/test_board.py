@@ -67,6 +67,8 @@ def fleet(catalogue) -> dict[str, Order]:
             engine=Engine.PLAIN,
             steps={"inventory": "retrying"},
         ),
+        # Temporal terminated it mid-retry: its step still says so, but nothing retries.
+        "stopped": make_order(catalogue, status="stopped", steps={"payment": "retrying"}),
         "completed": make_order(
             catalogue,
             name="Edsger Dijkstra",
@@ -91,12 +93,13 @@ def shown(client, query: str) -> set[int]:
             " ".join(
                 [
                     "retrying_payment running_inventory committing shipping_paused",
-                    "failed plain completed",
+                    "failed plain stopped completed",
                 ]
             ),
         ),
         ("status=failed", "failed"),
         ("status=completed", "completed"),
+        ("status=stopped", "stopped"),
         ("status=running", "retrying_payment running_inventory committing shipping_paused plain"),
         ("state=retrying", "retrying_payment committing plain"),
         ("service=payment", "retrying_payment"),  # the failed order is no longer on a step
