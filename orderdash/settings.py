@@ -44,6 +44,26 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
 
 
+def envstuck(name: str, defaults: dict[str, int]) -> dict[str, int]:
+    """Seconds per step before the board marks an order on it as stuck: one number for
+    every step, or `step=seconds` pairs over the defaults (`payment=300,sms=60`)."""
+    value = os.getenv(name, "").strip()
+    if not value:
+        return dict(defaults)
+    if value.isdigit():
+        return dict.fromkeys(defaults, int(value))
+    limits = dict(defaults)
+    for pair in value.split(","):
+        step, _, seconds = pair.partition("=")
+        if step.strip() not in defaults or not seconds.strip().isdigit():
+            raise ImproperlyConfigured(
+                f"{name} must be a number of seconds or step=seconds pairs for the steps"
+                f" {', '.join(defaults)}; {pair.strip()!r} is neither"
+            )
+        limits[step.strip()] = int(seconds)
+    return limits
+
+
 DEBUG = envbool("DEBUG", "true")
 SECRET_KEY = os.getenv("SECRET_KEY", "")
 if not SECRET_KEY:
@@ -197,6 +217,12 @@ if APPROVAL_TIMEOUT_SECONDS < 1 or APPROVAL_THRESHOLD_CENTS < 0:
     raise ImproperlyConfigured(
         "APPROVAL_TIMEOUT_SECONDS must be at least 1, APPROVAL_THRESHOLD_CENTS at least 0"
     )
+# The board marks an order stuck when it has been on its current step (retries included)
+# longer than this. The defaults leave room for a step's whole retry schedule.
+STUCK_AFTER_SECONDS = envstuck(
+    "STUCK_AFTER_SECONDS",
+    {"inventory": 60, "payment": 60, "commit": 60, "shipping": 60, "email": 120, "sms": 120},
+)
 # How long placing an order waits for Temporal to take it; past that the order stays
 # queued and the starter starts it when Temporal answers.
 TEMPORAL_START_WAIT = envfloat("TEMPORAL_START_WAIT", "1")

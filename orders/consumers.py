@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.http import QueryDict
 from django.template.loader import render_to_string
 
 from orders.access import may_watch
+from orders.board import parse_filter
 from orders.live import hub
 from orders.models import Order
 
 # Close codes in the 4000 range are ours; htmx does not reconnect after them.
+CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
@@ -51,21 +54,31 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
 
 class BoardConsumer(LiveConsumer):
-    """/ws/orders/: the order list, the switches, the metrics and the worker status."""
+    """/ws/orders/?<filters>: the order list (filtered and paged as the page's address
+    says), the switches, the metrics and the worker status."""
+
+    board = ""  # the filter and page watched, in canonical form
 
     async def connect(self) -> None:
         await self.accept()
         if await self.refuse_strangers():
             return
-        hub.watch_board(self.channel_name)
+        query = QueryDict(self.scope.get("query_string", b"").decode("latin-1"))
+        board_filter, page, errors = parse_filter(query)
+        if errors:
+            await self.send(text_data=live_error("Not a board filter: " + "; ".join(errors)))
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
+        self.board = board_filter.page_query(page)
+        hub.watch_board(self.channel_name, self.board)
         await self.join()
-        for html in await hub.board_snapshot():
+        for html in await hub.board_snapshot(self.board):
             await self.send(text_data=html)
         await self.send(text_data=await hub.metrics_snapshot())
 
     async def disconnect(self, code: int) -> None:
         if self.joined:
-            hub.unwatch_board(self.channel_name)
+            hub.unwatch_board(self.channel_name, self.board)
         await self.leave()
 
 

@@ -97,6 +97,21 @@ STEP_ACTIVITIES = {
     Step.SMS: "send_sms",
 }
 ACTIVITY_STEPS = {activity: str(step) for step, activity in STEP_ACTIVITIES.items()}
+# The service each step calls: an order "stuck on payment" is one whose current step calls it.
+STEP_SERVICES = {
+    Step.INVENTORY: Service.INVENTORY,
+    Step.PAYMENT: Service.PAYMENT,
+    Step.COMMIT: Service.INVENTORY,
+    Step.SHIPPING: Service.SHIPPING,
+    Step.EMAIL: Service.EMAIL,
+    Step.SMS: Service.SMS,
+}
+
+
+def steps_calling(service: str) -> list[str]:
+    """The steps whose activity calls `service` (inventory: reserve and commit)."""
+    return [str(step) for step, called in STEP_SERVICES.items() if called == service]
+
 
 # Error types the services raise for business outcomes: retrying cannot change them.
 BUSINESS_ERRORS = {

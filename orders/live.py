@@ -8,7 +8,10 @@ for an order newly watched, quickly again while a retry the database announced w
 Temporal's schedule (or while a saga runs), and otherwise on a slow periodic round. So
 Temporal load grows with the orders watched, never with the number of sockets. The board
 and the worker status are refreshed by the same loop on their own, slower clocks, and so
-are the board's metrics (strip and charts), rendered once per round for every board.
+are the board's metrics (strip and charts), rendered once per round for every board; each
+board socket watches its own filter and page (orders/board.py), and a board is rendered
+again only when the newest change to any order (an index lookup, whatever the number of
+orders) or a switch moved.
 
 Rendering lives in orders/render.py, the picture of one order in orders/progress.py.
 """
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,7 +32,6 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.db import connection
-from django.db.models import Max
 from django.utils import timezone
 
 from orders.contract import OrderStatus
@@ -43,7 +46,7 @@ from orders.progress import (
     load_orders,
     snapshot_of,
 )
-from orders.render import render_board, render_metrics, render_order, render_status
+from orders.render import render_boards, render_metrics, render_order, render_status
 from orders.simulator.models import ServiceSwitch
 from orders.temporal import WORKER_DOWN, WORKER_UP, worker_status
 
@@ -54,6 +57,7 @@ TICK_S = 0.025  # how often the watched orders' database signatures are checked
 FOLLOW_UP_S = 0.05  # first follow-up ask after a retry the database announced; then doubling
 REFRESH_S = 2.0  # Temporal is asked at least this often about each watched order
 BOARD_EVERY_S = 0.25
+BOARD_CLOCK_S = 5.0  # a board showing orders on a step: their time there (and stuck marks)
 STATUS_EVERY_S = 1.0
 # The metrics are per minute over 15 minutes: a few seconds late is still right, and a
 # slow clock keeps their six window queries off the busy path.
@@ -100,10 +104,19 @@ class OrderWatch:
         )
 
 
+@dataclass
+class BoardWatch:
+    """The sockets watching one filtered page of the board, and the list they last got."""
+
+    channels: set[str] = field(default_factory=set)
+    html: str = ""
+    ticking: bool = False  # it shows orders on a step: re-rendered as their time grows
+
+
 class Hub:
     def __init__(self) -> None:
         self.orders: dict[int, OrderWatch] = {}
-        self.board_channels: set[str] = set()
+        self.boards: dict[str, BoardWatch] = {}  # by filter and page ("" = all, page 1)
         self.status_channels: set[str] = set()
         self.worker = WORKER_DOWN
         self.temporal_calls = 0  # counted for the fan-out benchmark
@@ -112,7 +125,7 @@ class Hub:
         self._busy: set[str] = set()  # names of the periodic refreshes under way
         self._board_at = self._status_at = 0.0
         self._board_signature: tuple | None = None
-        self._board_html: tuple[str, str] = ("", "")
+        self._switches_html = ""
         self._status_html = ""
         self._metrics_at = 0.0
         self._metrics_html = ""
@@ -123,8 +136,12 @@ class Hub:
 
     # What sockets watch, each by its channel -----------------------------------------
     @property
+    def board_channels(self) -> set[str]:
+        return {channel for board in self.boards.values() for channel in board.channels}
+
+    @property
     def board_watchers(self) -> int:
-        return len(self.board_channels)
+        return sum(len(board.channels) for board in self.boards.values())
 
     @property
     def status_watchers(self) -> int:
@@ -142,15 +159,22 @@ class Hub:
                 del self.orders[order_id]
         self._stop_when_idle()
 
-    def watch_board(self, channel: str) -> None:
+    def watch_board(self, channel: str, query: str = "") -> None:
+        """Watch one page of the board, filtered by `query` (BoardFilter.page_query)."""
         if not self.board_channels:
             self._metrics_html = ""  # nobody watched: the metrics last sent may be old
-        self.board_channels.add(channel)
-        self._board_signature = None if self.board_watchers == 1 else self._board_signature
+        board = self.boards.setdefault(query, BoardWatch())
+        if not board.channels:
+            self._board_signature = None  # nobody watched it: what it last got may be old
+        board.channels.add(channel)
         self._ensure_running()
 
-    def unwatch_board(self, channel: str) -> None:
-        self.board_channels.discard(channel)
+    def unwatch_board(self, channel: str, query: str = "") -> None:
+        board = self.boards.get(query)
+        if board is not None:
+            board.channels.discard(channel)
+            if not board.channels:
+                del self.boards[query]
         self._stop_when_idle()
 
     def watch_status(self, channel: str) -> None:
@@ -168,12 +192,18 @@ class Hub:
         watch = self.orders.get(order_id)
         return watch.html if watch else ""
 
-    async def board_snapshot(self) -> tuple[str, str]:
+    async def board_snapshot(self, query: str = "") -> tuple[str, str]:
         """The board for a socket that joins: as its watchers last got it, or rendered
         once for all the sockets joining together (hundreds may, after a reload)."""
-        if self._board_html[0] and self._board_signature is not None:
-            return self._board_html
-        return await self._render_once("board", render_board)
+        board = self.boards.get(query)
+        if board and board.html and self._switches_html and self._board_signature is not None:
+            return board.html, self._switches_html
+
+        def render() -> tuple[str, str]:
+            lists, switches = render_boards([query])
+            return lists[query][0], switches
+
+        return await self._render_once(f"board?{query}", render)
 
     async def metrics_snapshot(self) -> str:
         """The metrics strip and charts for a socket that joins, the same way."""
@@ -373,14 +403,25 @@ class Hub:
             self._status_html = html
 
     async def _publish_board(self) -> None:
-        signature = await database_sync_to_async(_board_signature)()
+        ticking = any(board.ticking for board in self.boards.values())
+        signature = await database_sync_to_async(_board_signature)(ticking)
         if signature == self._board_signature:
             return
-        fragments = await database_sync_to_async(render_board)()
-        for old, new in zip(self._board_html, fragments, strict=True):
-            if old != new:
-                await _send(self.board_channels, new)
-        self._board_signature, self._board_html = signature, fragments
+        lists, switches = await database_sync_to_async(render_boards)(list(self.boards))
+        for query, (html, ticks) in lists.items():
+            board = self.boards.get(query)  # some left while we rendered
+            if board is None:
+                continue
+            board.ticking = ticks
+            if html != board.html:
+                await _send(board.channels, html)
+                board.html = html
+        if switches != self._switches_html:
+            await _send(self.board_channels, switches)
+            self._switches_html = switches
+        if self.boards.keys() <= lists.keys():
+            # Not when a board first watched meanwhile was left out: it is rendered next tick.
+            self._board_signature = signature
 
     def _metrics_due(self, now: float) -> bool:
         if self._worker_checked_at < 0:
@@ -505,23 +546,32 @@ def _order_signatures(order_ids: list[int]) -> dict[int, tuple]:
         return {row[0]: row[1:] for row in cursor.fetchall()}
 
 
-def _board_signature() -> tuple:
+def _board_signature(ticking: bool) -> tuple:
+    """What moves any board: the newest order and the newest change to one (two index
+    lookups, whatever the number of orders), the switches, plain-script orders going
+    quiet, and, while a board shows orders on a step, the clock."""
     switches = ServiceSwitch.objects.order_by("id").values_list(
         "mode", "failures_left", "latency_ms"
     )
-    # A plain-script order turns "lost" by going quiet, which changes no row: count them.
+    # A plain-script order turns "lost" by going quiet, which changes no row: count them
+    # (few: the status index finds the running ones).
     stalled = Order.objects.filter(
         engine=Engine.PLAIN,
         status=OrderStatus.RUNNING,
         updated_at__lt=timezone.now() - timedelta(seconds=Order.PLAIN_STALL_S),
     ).count()
-    # One MAX per statement: SQLite reads each from its index end, but two MAXes in one
-    # statement scan every order (28 ms a tick at 100k orders).
-    latest = (
-        Order.objects.aggregate(Max("id"))["id__max"],
-        Order.objects.aggregate(Max("updated_at"))["updated_at__max"],
-    )
-    return (latest, tuple(switches), stalled)
+    clock = int(time.time() // BOARD_CLOCK_S) if ticking else 0
+    return (_newest_order_change(), tuple(switches), stalled, clock)
+
+
+def _newest_order_change() -> tuple:
+    # Each MAX in a query of its own: SQLite and PostgreSQL then read it off the end of
+    # its index; two in one SELECT (an aggregate() of both) would scan every order.
+    table = connection.ops.quote_name(Order._meta.db_table)
+    sql = f"SELECT (SELECT MAX(id) FROM {table}), (SELECT MAX(updated_at) FROM {table})"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()
 
 
 hub = Hub()

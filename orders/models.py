@@ -62,19 +62,23 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        # The live board asks for the latest change (MAX(updated_at)) several times a
-        # second: from the index that is one lookup, not a scan of every order.
         indexes = [
+            # The live board's "has anything changed" check reads the newest updated_at:
+            # from the index that is one lookup, not a scan of every order.
             models.Index(fields=["updated_at"], name="order_updated_at"),
-            # ... and for plain-script orders gone quiet while running (the lost ones).
+            # Plain-script orders gone quiet while running (the lost ones), counted with
+            # every board check; its first two columns serve the counts by status and
+            # engine that Prometheus scrapes.
             models.Index(fields=["status", "engine", "updated_at"], name="order_status_engine"),
             # Temporal orders without a workflow (the starter's and the audit's question):
             # a handful, found without reading every Temporal order.
             models.Index(fields=["engine", "workflow_id"], name="order_engine_workflow"),
             # The metrics (orders/metrics.py): orders finished in the last minutes by
-            # status, read from an index alone (the counts by status and engine that
-            # Prometheus scrapes read order_status_engine's first two columns).
+            # status, read from an index alone.
             models.Index(fields=["finished_at", "status"], name="order_finished_status"),
+            # Filtered board pages: newest first within an engine or a status.
+            models.Index(fields=["engine", "-id"], name="order_engine_newest"),
+            models.Index(fields=["status", "-id"], name="order_status_newest"),
         ]
         permissions = [
             ("operate_orders", "Can place orders, flip switches and act on orders"),
@@ -109,13 +113,20 @@ class OrderStep(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     result = models.CharField(max_length=100, blank=True)
     last_error = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)  # the latest attempt's start
+    # The first attempt's start: how long an order has been on this step, retries included.
+    entered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["order", "position"]
         constraints = [
             models.UniqueConstraint(fields=["order", "name"], name="one_step_per_name"),
+        ]
+        indexes = [
+            # The board's "retrying now" and "stuck on <service>" filters start from the
+            # few steps in flight, not from every order ever placed.
+            models.Index(fields=["state", "name"], name="step_state_name"),
         ]
 
     def __str__(self) -> str:

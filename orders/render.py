@@ -7,16 +7,16 @@ arrives: in a page, or over a websocket.
 from __future__ import annotations
 
 from django.db.models import Count, Q
+from django.http import QueryDict
 from django.template.loader import render_to_string
 
+from orders.board import BoardFilter, board_page, parse_filter
 from orders.charts import stacked_bars
 from orders.contract import OrderStatus, Service
 from orders.metrics import Ending, Metrics
 from orders.models import Order
 from orders.progress import OrderSnapshot
 from orders.simulator.models import MODE_HELP, Mode, ServiceSwitch
-
-BOARD_ROWS = 25
 
 
 def render_order(snapshot: OrderSnapshot, worker: str, ledger_cache: dict | None = None) -> str:
@@ -81,23 +81,36 @@ def render_status(worker: str) -> str:
     return render_to_string("orders/partials/worker_status.html", context)
 
 
-def board_context() -> dict:
-    orders = list(Order.objects.select_related("product").prefetch_related("steps")[:BOARD_ROWS])
+def switches_context() -> dict:
     return {
-        "orders": orders,
         "switches": list(ServiceSwitch.objects.order_by("id")),
         "modes": Mode.values,
         "mode_help": MODE_HELP,
     }
 
 
-def render_board() -> tuple[str, str]:
-    """The order list and the switches, each a fragment of its own."""
-    context = board_context() | {"oob": True, "live": True}
-    return (
-        render_to_string("orders/partials/order_list.html", context),
-        render_to_string("orders/partials/switches.html", context),
-    )
+def board_context(board_filter: BoardFilter | None = None, page: int = 1) -> dict:
+    """The switches and one page of the board, filtered or not."""
+    return switches_context() | board_page(board_filter or BoardFilter(), page)
+
+
+def render_order_list(query: str = "") -> tuple[str, bool]:
+    """The board as a socket watching these query parameters (filter and page) sees it,
+    and whether it shows an order on a step (its time there grows, stuck or not)."""
+    board_filter, page, _ = parse_filter(QueryDict(query))  # checked when the socket came
+    context = board_page(board_filter, page) | {"oob": True, "live": True}
+    ticking = any(row.since for row in context["rows"])
+    return render_to_string("orders/partials/order_list.html", context), ticking
+
+
+def render_boards(queries: list[str]) -> tuple[dict[str, tuple[str, bool]], str]:
+    """Every watched board's list, and the switches they share."""
+    return {query: render_order_list(query) for query in queries}, render_switches()
+
+
+def render_switches() -> str:
+    context = switches_context() | {"oob": True}
+    return render_to_string("orders/partials/switches.html", context)
 
 
 def metrics_context(metrics: Metrics, worker: str) -> dict:

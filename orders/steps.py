@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from orders.contract import OrderStatus, StepState
@@ -41,6 +42,7 @@ def record_step(
         steps = steps.filter(attempts__lte=attempt)
     if state == StepState.RUNNING:
         fields["started_at"] = now
+        fields["entered_at"] = Coalesce(F("entered_at"), Value(now))  # the first attempt's
     elif state == StepState.COMPLETED:
         fields["finished_at"] = now
     if error is not None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from asgiref.sync import async_to_sync
 from django.contrib import messages
-from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, push_url
 
 from orders.access import operators_only
 from orders.actions import act, record_switch
-from orders.contract import OrderStatus
+from orders.board import BoardFilterForm, parse_filter
+from orders.bulk import BULK_ACTIONS, bulk_act, selection
 from orders.forms import LoadForm, OrderForm, SwitchForm, apply_switch
 from orders.load import (
     LoadRunning,
@@ -28,7 +30,7 @@ from orders.metrics import current_metrics
 from orders.models import Engine, LoadRun, Order
 from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
-from orders.render import BOARD_ROWS, board_context, metrics_context
+from orders.render import board_context, metrics_context, switches_context
 from orders.scenarios import SCENARIOS, demo_customer, demo_order_data, run_scenario
 from orders.temporal import WORKER_UP, worker_status, workflow_ui_url
 
@@ -48,30 +50,38 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def _dashboard(request: HttpRequest, form: OrderForm, status: int = 200) -> HttpResponse:
-    orders = Order.objects.select_related("product").prefetch_related("steps")
-    # One filter for now: the operators' inbox (?status=awaiting_approval) and the like.
-    only = request.GET.get("status", "")
-    if only in OrderStatus.values:
-        orders = orders.filter(status=only)
-    page_obj = Paginator(orders, BOARD_ROWS).get_page(request.GET.get("page"))
+    board_filter, page, errors = parse_filter(request.GET)
+    if errors:  # say what was wrong; showing every order instead would mislead
+        board = switches_context() | {"rows": [], "page_obj": None, "board_filter": board_filter}
+        status = 400
+    else:
+        board = board_context(board_filter, page)
     context = (
-        board_context()
+        board
         | {
             "form": form,
-            "page_obj": page_obj,
-            "orders": page_obj.object_list,
-            "status_filter": only if only in OrderStatus.values else "",
-            # The live list is the newest orders, unfiltered: a filtered page stays as loaded.
-            "live": page_obj.number == 1 and only not in OrderStatus.values,
+            "filter_form": BoardFilterForm(request.GET),
+            "filter_errors": errors,
+            "board_query": board_filter.page_query(page),
+            "bulk_actions": BULK_ACTIONS,
+            "live": not errors,  # every filter and page stays live
             "worker": _worker(),
             "scenarios": SCENARIOS.values(),
         }
         | _load_context()
     )
-    if not request.htmx:  # the whole page: with the metrics strip and charts
+    # The filter form swaps the whole dashboard (its socket watches the new filter); other
+    # htmx requests ask for the list alone.
+    whole = not request.htmx or request.htmx.target == "dashboard"
+    if whole:  # with the metrics strip and charts
         context |= metrics_context(current_metrics(), context["worker"])
-    template = "orders/dashboard.html#order-list" if request.htmx else "orders/dashboard.html"
-    return render(request, template, context, status=status)
+    template = "orders/dashboard.html" if whole else "orders/dashboard.html#order-list"
+    response = render(request, template, context, status=status)
+    if whole and request.htmx and not errors:
+        # The address bar gets the filter's one spelling: no empty fields, stable order.
+        query = context["board_query"]
+        push_url(response, reverse("orders:dashboard") + (f"?{query}" if query else ""))
+    return response
 
 
 @require_POST
@@ -89,8 +99,14 @@ def place(request: HttpRequest) -> HttpResponse:
     order = place_order(form.cleaned_data)
     if not request.htmx:
         return redirect("orders:detail", pk=order.pk)
-    form = OrderForm(initial=demo_customer())
-    context = board_context() | {"form": form, "placed": order, "oob": True, "live": True}
+    # The list as the placing page filters it, so the new order shows only where it belongs.
+    board_filter, page, _ = parse_filter(QueryDict(urlsplit(request.htmx.current_url or "").query))
+    context = board_context(board_filter, page) | {
+        "form": OrderForm(initial=demo_customer()),
+        "placed": order,
+        "oob": True,
+        "live": True,
+    }
     return render(request, "orders/partials/order_placed.html", context)
 
 
@@ -107,7 +123,7 @@ def set_switch(request: HttpRequest, service: str) -> HttpResponse:
         return render(request, "orders/switch_error.html", {"form": form}, status=400)
     if not request.htmx:
         return redirect("orders:dashboard")
-    context = board_context() | {"switch_form": form, "switch_service": service}
+    context = switches_context() | {"switch_form": form, "switch_service": service}
     return render(request, "orders/partials/switches.html", context)
 
 
@@ -246,3 +262,33 @@ def stop_load(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request, "orders/partials/load_panel.html", context, status=200 if stopping else 409
     )
+
+
+@require_GET
+@operators_only
+def bulk_confirm(request: HttpRequest, action: str) -> HttpResponse:
+    """How many orders a bulk action would touch, and a button to go ahead."""
+    board_filter, _, errors = parse_filter(request.GET)
+    chosen = selection(board_filter, action, errors)
+    template = "orders/partials/bulk_confirm.html" if request.htmx else "orders/bulk.html"
+    return render(request, template, {"chosen": chosen}, status=409 if chosen.refusal else 200)
+
+
+@require_POST
+@operators_only
+def bulk_apply(request: HttpRequest, action: str) -> HttpResponse:
+    """Run a confirmed bulk action on each order the filter selected when it was confirmed."""
+    board_filter, _, errors = parse_filter(request.POST)
+    upto = request.POST.get("upto", "")  # the newest order the confirmation counted
+    chosen = selection(board_filter, action, errors, upto=int(upto) if upto.isdigit() else None)
+    if not upto.isdigit():
+        chosen.refusal = "A bulk action runs only once confirmed: start it from the board."
+    result = bulk_act(
+        chosen,
+        actor=request.user.get_username() or "anonymous (demo mode)",
+        user=request.user,
+        reason=request.POST.get("reason", "")[:500],
+    )
+    template = "orders/partials/bulk_result.html" if request.htmx else "orders/bulk.html"
+    context = {"chosen": chosen, "result": result}
+    return render(request, template, context, status=409 if chosen.refusal else 200)

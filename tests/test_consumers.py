@@ -13,6 +13,7 @@ from orderdash.asgi import application
 from orders.live import hub
 from orders.placement import place_order
 from orders.simulator.models import Product, ServiceSwitch
+from orders.steps import record_step
 from orders.temporal import get_client
 from tests.conftest import set_switch
 
@@ -219,5 +220,66 @@ async def test_board_socket_reports_the_worker_down_when_none_polls(
     communicator = await connect("/ws/orders/")
     try:
         await receive_until(communicator, r'data-worker="down"')
+    finally:
+        await communicator.disconnect()
+
+
+async def receive_list_without(communicator: WebsocketCommunicator, order_id: int) -> str:
+    """The next order list that no longer shows the order."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 40
+    while loop.time() < deadline:
+        text = await receive_until(communicator, r'id="order-list"', timeout=deadline - loop.time())
+        if f'id="order-{order_id}"' not in text:
+            return text
+    raise AssertionError(f"order {order_id} never left the filtered board")
+
+
+async def test_a_filtered_board_gains_an_order_that_starts_matching_and_loses_it_live(
+    live_temporal, catalogue
+):
+    """Retrying on payment: the order appears while payment is down, leaves once it is back."""
+    communicator = await connect("/ws/orders/?service=payment&state=retrying")
+    other = await connect("/ws/orders/?status=completed")
+    try:
+        first = await receive_until(communicator, r'id="order-list"')
+        assert "No order matches this filter" in first
+        await sync_to_async(set_switch)("payment", "down")
+        order = await sync_to_async(place_order)(await sync_to_async(order_data)())
+        shown = await receive_until(communicator, rf'id="order-{order.pk}"')
+        assert 'data-current-step="payment"' in shown
+        assert set(hub.boards) == {"state=retrying&service=payment", "status=completed"}
+        await sync_to_async(set_switch)("payment", "healthy")
+        await receive_list_without(communicator, order.pk)
+        # The other socket's filter: the order arrives there once it completes.
+        await receive_until(other, rf'id="order-{order.pk}" data-order-status="completed"')
+    finally:
+        await communicator.disconnect()
+        await other.disconnect()
+    assert (hub.board_watchers, hub.boards) == (0, {})
+
+
+@pytest.mark.parametrize("query", ["status=lost", "service=fax&q=x", "page=-1"])
+async def test_a_board_socket_with_a_bad_filter_is_told_why_and_closed(transactional_db, query):
+    communicator = WebsocketCommunicator(application, f"/ws/orders/?{query}", headers=HEADERS)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    assert "Not a board filter" in await communicator.receive_from(timeout=10)
+    assert (await communicator.receive_output(timeout=10))["code"] == 4400
+    assert hub.boards == {}
+
+
+async def test_an_order_turns_stuck_on_a_live_board_as_its_time_on_the_step_passes(
+    live_temporal, running_order, settings
+):
+    """No row changes when an order overstays its step: the board's clock shows it."""
+    settings.STUCK_AFTER_SECONDS = settings.STUCK_AFTER_SECONDS | {"payment": 2}
+    await sync_to_async(record_step)(running_order.pk, "payment", "running", attempt=1)
+    communicator = await connect("/ws/orders/?service=payment")
+    try:
+        first = await receive_until(communicator, rf'id="order-{running_order.pk}"')
+        assert 'data-current-step="payment"' in first and 'data-stuck="true"' not in first
+        stuck = await receive_until(communicator, r'data-stuck="true"', timeout=20)
+        assert f'id="order-{running_order.pk}"' in stuck
     finally:
         await communicator.disconnect()
