@@ -27,6 +27,8 @@ DOTENV = {
     "SECRET_KEY": secrets.token_urlsafe(48),
     "APP_DB_PASSWORD": "unused-here",
     "TEMPORAL_DB_PASSWORD": "unused-here",
+    "METRICS_TOKEN": secrets.token_urlsafe(24),
+    "GRAFANA_ADMIN_PASSWORD": "unused-here",
 }
 # HTTPS needs the proxy in front; on loopback without one these are off.
 PLAIN_HTTP = {

@@ -62,8 +62,14 @@ def test_migrate_runs_once_before_web_and_workers():
 
 def test_no_secret_has_a_default_and_none_is_missing_silently():
     text = COMPOSE_FILE.read_text()
-    secrets = set(re.findall(r"\$\{(\w*(?:PASSWORD|SECRET)\w*)", text))
-    assert secrets == {"SECRET_KEY", "APP_DB_PASSWORD", "TEMPORAL_DB_PASSWORD"}
+    secrets = set(re.findall(r"\$\{(\w*(?:PASSWORD|SECRET|TOKEN)\w*)", text))
+    assert secrets == {
+        "SECRET_KEY",
+        "APP_DB_PASSWORD",
+        "TEMPORAL_DB_PASSWORD",
+        "METRICS_TOKEN",
+        "GRAFANA_ADMIN_PASSWORD",
+    }
     for name in secrets:
         # Every use is the required form, `${NAME:?message}`.
         assert re.findall(rf"\$\{{{name}([^}}]*)\}}", text), name
@@ -71,7 +77,7 @@ def test_no_secret_has_a_default_and_none_is_missing_silently():
     for name in secrets:
         with pytest.raises(KeyError, match=name):
             resolve({key: value for key, value in DOTENV.items() if key != name})
-    resolve(DOTENV)  # and with all three given, nothing else is required
+    resolve(DOTENV)  # and with all of them given, nothing else is required
     # No demo admin either (DEMO_MODE is off): the first user comes from createsuperuser.
     assert "createsuperuser" in text
 
