@@ -40,7 +40,7 @@ async def run_worker() -> None:
     from temporalio.worker import Worker
 
     from orders.starter import run_starter
-    from worker.activities import ALL_ACTIVITIES
+    from worker.activities import ALL_ACTIVITIES, worker_identity
     from worker.workflows import OrderWorkflow
 
     client = await connect_until_ready(settings.TEMPORAL_ADDRESS, settings.TEMPORAL_NAMESPACE)
@@ -51,6 +51,8 @@ async def run_worker() -> None:
         worker = Worker(
             client,  # type: ignore[arg-type]
             task_queue=settings.TEMPORAL_TASK_QUEUE,
+            # The name the attempt ledger records: the same string Temporal shows.
+            identity=worker_identity(),
             workflows=[OrderWorkflow],
             activities=ALL_ACTIVITIES,
             activity_executor=executor,
