@@ -79,8 +79,7 @@ def test_an_attempt_killed_with_its_worker_is_counted_as_temporal_counts_it(
     lost = ServiceCall.objects.get(order=order, operation="reserve", attempt=1)
     assert lost.worker.startswith(f"{killed}@")
     assert lost.error == (
-        f"No answer: lost with its worker {lost.worker};"
-        " noticed by the heartbeat timeout (2 s)"
+        f"No answer: lost with its worker {lost.worker}; noticed by the heartbeat timeout (2 s)"
     )
     assert Reservation.objects.filter(order=order).count() == 1
     for step, activity_type in STEP_ACTIVITIES.items():
