@@ -97,6 +97,9 @@ class OrderStep(models.Model):
     last_error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker that started the last attempt: if that attempt dies with it, the next
+    # attempt records it as lost with this worker (see orders.steps.record_lost_attempts).
+    worker = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["order", "position"]

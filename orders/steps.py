@@ -27,8 +27,11 @@ def record_step(
     attempt: int | None = None,
     error: str | None = None,
     result: str | None = None,
+    worker: str | None = None,
 ) -> bool:
     """Record what one attempt (or the saga) did to a step; False when it was too late.
+
+    `worker` names the worker of a starting attempt, for the ledger should it die with it.
 
     An attempt that timed out may still end after its successor started: an older
     attempt never overwrites what a newer one wrote. The order turns running with its
@@ -48,6 +51,8 @@ def record_step(
         fields["last_error"] = error
     if result is not None:
         fields["result"] = result
+    if worker is not None:
+        fields["worker"] = worker
     # One write transaction for both rows: on SQLite every transaction queues for the
     # one write lock, so two statements in one cost half the wait of two on their own.
     with transaction.atomic():

@@ -26,6 +26,7 @@ from orders.contract import (
     StepResult,
     StepState,
 )
+from orders.models import OrderStep
 from orders.simulator import services
 from orders.steps import (
     record_lost_attempts,
@@ -72,7 +73,6 @@ def _heartbeating() -> Iterator[None]:
     """
     context = contextvars.copy_context()
     done = threading.Event()
-    _heartbeat()  # at once: the server knows from the start which worker holds the attempt
 
     def pump() -> None:
         while not done.wait(HEARTBEAT_EVERY_S):
@@ -106,20 +106,27 @@ def _context(request: StepRequest) -> services.CallContext:
     )
 
 
-def _record_lost_attempts(request: StepRequest, service: str, operation: str) -> None:
+def _record_lost_attempts(
+    request: StepRequest, service: str, operation: str, step: str | None = None
+) -> None:
     """Before attempt N calls its service: record attempts < N that died with their worker.
 
     Temporal started this attempt because a timeout gave up on the one before; if that
-    one left no ledger row, its worker died before the service answered it.
+    one left no ledger row, its worker died before the service answered it. Its worker
+    is named by the step's record (an attempt names its worker as it starts), else by
+    the last heartbeat Temporal kept, (worker, attempt), handed to this attempt.
     """
     info = activity.info()
     if info.attempt <= 1:
         return
-    details = list(info.heartbeat_details)
-    # The last heartbeat Temporal kept: (worker, attempt), from the attempt before if it
-    # got as far as heartbeating once.
     last_worker = ""
-    if len(details) == 2 and details[1] == info.attempt - 1:
+    if step is not None:
+        started = OrderStep.objects.filter(
+            order_id=request.order_id, name=step, attempts=info.attempt - 1
+        )
+        last_worker = started.values_list("worker", flat=True).first() or ""
+    details = list(info.heartbeat_details)
+    if not last_worker and len(details) == 2 and details[1] == info.attempt - 1:
         last_worker = str(details[0])
     before = info.attempt
     if last_worker == worker_identity():
@@ -153,8 +160,10 @@ def run_step(
     """Run one attempt of an order step, keeping its database record in line."""
     with _fresh_connection(), _heartbeating():
         ctx = _context(request)
-        _record_lost_attempts(request, *STEP_CALLS[step])
-        record_step(request.order_id, step, StepState.RUNNING, attempt=ctx.attempt)
+        _record_lost_attempts(request, *STEP_CALLS[step], step=step)
+        record_step(
+            request.order_id, step, StepState.RUNNING, attempt=ctx.attempt, worker=ctx.worker
+        )
         try:
             reference = call(ctx)
         except services.BusinessRejection as exc:
