@@ -16,7 +16,7 @@ from orders.contract import OrderStatus
 from orders.models import Order
 from orders.placement import place_order
 from orders.simulator.models import Outcome, ServiceCall
-from tests.conftest import wait_for
+from tests.conftest import set_switch, wait_for
 from tests.test_crash import order_data
 
 KILLS = 6
@@ -83,3 +83,32 @@ def test_a_worker_killed_again_and_again_costs_only_the_attempts_it_was_running(
                 str(before),
                 before.worker,
             )
+
+
+def test_a_killed_workers_workflows_move_to_the_other_worker_within_seconds(
+    process_env, catalogue, tmp_path
+):
+    # The order's workflow is cached on the first worker (its sticky queue) while payment
+    # keeps failing; that worker dies, the other takes over, payment recovers. The next
+    # workflow task is addressed to the dead worker's sticky queue, and waits there for
+    # the sticky timeout before the survivor may take it (Temporal's default: 10 s).
+    set_switch("payment", "down")
+    with LocalStack(env=process_env, log_dir=tmp_path) as stack:
+        stack.start_worker("doomed-worker")
+        order = place_order(order_data())
+        wait_for(
+            lambda: ServiceCall.objects.filter(order=order, service="payment").exists(),
+            60,
+            "a failed payment attempt",
+        )
+        stack.start_worker("worker")
+        wait_for(lambda: polling_count(tmp_path / "worker.log") == 1, 60, "the other worker")
+        stack.kill_supervised("doomed-worker")
+        set_switch("payment", "healthy")
+        charged = ServiceCall.objects.filter(order=order, service="payment", outcome=Outcome.OK)
+        wait_for(charged.exists, 60, "payment to go through")
+        wait_for(lambda: Order.objects.get(pk=order.pk).status == "completed", 60, "completion")
+
+    order.refresh_from_db()
+    waited = (order.finished_at - charged.get().created_at).total_seconds()
+    assert waited < 6, f"the order stood {waited:.1f}s after its payment went through"
