@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -33,6 +35,20 @@ from worker.activities import ALL_ACTIVITIES
 from worker.workflows import OrderWorkflow
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
+
+# Property-based tests: few examples by default, so the suite keeps its time budget; many
+# with `pytest --hypothesis-profile=thorough`. Each example shares its test's database
+# (pytest-django's fixtures are per test), which the tests allow for.
+hypothesis_settings.register_profile(
+    "fast",
+    max_examples=30,
+    deadline=None,  # a first example pays for imports and connections
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "thorough", parent=hypothesis_settings.get_profile("fast"), max_examples=1000
+)
+hypothesis_settings.load_profile("fast")
 
 
 @pytest.hookimpl(trylast=True)

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from orderdash.stack import LocalStack, port_in_use
+from orders.management.arguments import whole_number
 from orders.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
 
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--host", default=settings.HOST)
-        parser.add_argument("--port", type=int, default=settings.PORT)
+        parser.add_argument("--port", type=whole_number(1, 65_535), default=settings.PORT)
 
     def handle(self, *args: object, **options: object) -> None:
         host, port = options["host"], options["port"]
