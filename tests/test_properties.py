@@ -238,6 +238,12 @@ def test_run_stack_refuses_a_port_that_is_not_one_before_starting_anything(db, p
     assert "--port" in run_command("run_stack", f"--port={port}")
 
 
+def test_run_stack_refuses_a_host_that_does_not_resolve_before_starting_anything(db):
+    assert "--host 'no such host.invalid'" in run_command(
+        "run_stack", "--host=no such host.invalid", "--port=8000"
+    )
+
+
 # --- URLs ------------------------------------------------------------------------------
 
 PATH_PARTS = st.one_of(

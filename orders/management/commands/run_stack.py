@@ -28,7 +28,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         host, port = options["host"], options["port"]
-        if port_in_use(host, port):
+        try:
+            taken = port_in_use(host, port)
+        except OSError as exc:  # a host name that does not resolve, an address not ours
+            raise CommandError(f"--host {host!r}: {exc.strerror or exc}") from None
+        if taken:
             raise CommandError(f"Port {port} on {host} is taken; stop what runs there or set PORT.")
         # No log_dir: every child writes to this terminal, as the banner promises.
         stack = LocalStack(host=host, web_port=port)
