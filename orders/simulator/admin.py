@@ -35,9 +35,10 @@ class ServiceCallAdmin(admin.ModelAdmin):
         "outcome",
         "error",
         "duration_ms",
+        "worker",
     ]
     list_filter = ["service", "outcome", "operation"]
-    search_fields = ["=order__id", "idempotency_key", "error"]
+    search_fields = ["=order__id", "idempotency_key", "error", "worker"]
     list_select_related = ["order"]
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
