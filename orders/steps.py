@@ -79,8 +79,9 @@ def record_lost_attempts(
     An attempt writes its ledger row when the service answers; one whose worker died
     first writes nothing, and Temporal starts the next attempt once a timeout notices.
     That next attempt calls this, so the ledger counts what Temporal's history counts.
-    `worker` is the lost attempt's worker when known (its last heartbeat said so). If the
-    attempt was alive after all and answers late, its own row replaces this one.
+    `worker` is the lost attempt's worker when known (the step's record or the attempt's
+    last heartbeat named it). If the attempt was alive after all and answers late, its
+    own row replaces this one.
     Returns the attempt numbers recorded.
     """
     if before <= first:
