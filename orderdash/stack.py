@@ -173,6 +173,15 @@ with psycopg.connect(sys.argv[1], autocommit=True) as connection:
 """
 
 
+def _is_zombie(pid: int) -> bool:
+    """Dead, not yet reaped by its parent (a supervisor reaps it when it notices)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def run_manage(
     env: Mapping[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -321,8 +330,28 @@ class LocalStack:
 
     def start_worker(self, name: str = "worker") -> None:
         """The Temporal worker under its supervisor, which restarts it after a crash.
-        More workers on the same task queue: each under its own name."""
+
+        Give a second one another name: both poll the same task queue.
+        """
         self._spawn(name, [sys.executable, "-m", "worker"])
+
+    def kill_supervised(self, name: str = "worker", timeout: float = 30) -> int:
+        """Kill (SIGKILL: no goodbye) the process a supervisor currently runs; its pid.
+
+        Waits for the child to exist first: after a kill the supervisor starts the next
+        one only after its pause.
+        """
+        supervisor = self.processes[name]
+        children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = children.read_text().split() if children.exists() else []
+            alive = [int(pid) for pid in pids if not _is_zombie(int(pid))]
+            if alive:
+                os.kill(alive[0], signal.SIGKILL)
+                return alive[0]
+            time.sleep(0.05)
+        raise RuntimeError(f"the {name} supervisor has no child process after {timeout:g}s")
 
     def start_plain(self) -> None:
         """The plain-script runner (the seed's fragile script), supervised the same way."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import QueryDict
 from django.template.loader import render_to_string
@@ -21,7 +24,24 @@ def live_error(message: str) -> str:
     return render_to_string("orders/partials/live_error.html", {"message": message})
 
 
-class LiveConsumer(AsyncWebsocketConsumer):
+class QuietConsumer(AsyncWebsocketConsumer):
+    """A socket may close while something is on its way to it: when hundreds of tabs
+    come and go at once, while its snapshot renders. What was meant for it is dropped
+    without a traceback: ASGI servers raise an OSError for that, daphne (through
+    autobahn) its own Disconnected."""
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        with contextlib.suppress(OSError, Disconnected):
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        with contextlib.suppress(OSError, Disconnected):
+            await super().close(code=code, reason=reason)
+
+
+class LiveConsumer(QuietConsumer):
     """Shared behaviour: worker status for everyone, and no commands accepted."""
 
     joined = False
@@ -112,7 +132,7 @@ class OrderConsumer(LiveConsumer):
         await self.leave()
 
 
-class UnknownPathConsumer(AsyncWebsocketConsumer):
+class UnknownPathConsumer(QuietConsumer):
     """Any other /ws/ path: say what exists instead of dropping the connection."""
 
     async def connect(self) -> None:

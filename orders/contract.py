@@ -97,15 +97,26 @@ STEP_ACTIVITIES = {
     Step.SMS: "send_sms",
 }
 ACTIVITY_STEPS = {activity: str(step) for step, activity in STEP_ACTIVITIES.items()}
-# The service each step calls: an order "stuck on payment" is one whose current step calls it.
-STEP_SERVICES = {
-    Step.INVENTORY: Service.INVENTORY,
-    Step.PAYMENT: Service.PAYMENT,
-    Step.COMMIT: Service.INVENTORY,
-    Step.SHIPPING: Service.SHIPPING,
-    Step.EMAIL: Service.EMAIL,
-    Step.SMS: Service.SMS,
+# The service call behind each step: its rows in the attempt ledger (service, operation).
+STEP_CALLS = {
+    Step.INVENTORY: (Service.INVENTORY, "reserve"),
+    Step.PAYMENT: (Service.PAYMENT, "charge"),
+    Step.COMMIT: (Service.INVENTORY, "commit"),
+    Step.SHIPPING: (Service.SHIPPING, "ship"),
+    Step.EMAIL: (Service.EMAIL, "send"),
+    Step.SMS: (Service.SMS, "send"),
 }
+
+
+def step_key(workflow_id: str, step: str) -> str:
+    """The idempotency key of a step's service call: the same on every retry and after
+    every crash, since it is derived from the workflow id alone."""
+    suffix = {Step.INVENTORY: "reserve", Step.PAYMENT: "charge", Step.SHIPPING: "ship"}
+    return f"{workflow_id}:{suffix.get(step, step)}"
+
+
+# The service each step calls: an order "stuck on payment" is one whose current step calls it.
+STEP_SERVICES = {step: service for step, (service, _) in STEP_CALLS.items()}
 
 
 def steps_calling(service: str) -> list[str]:

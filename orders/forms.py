@@ -23,9 +23,12 @@ class WholeNumberField(forms.IntegerField):
     person checking the order would not read as 4."""
 
     def to_python(self, value: object) -> int | None:
-        typed = value.strip() if isinstance(value, str) else ""
-        if typed and not ASCII_WHOLE_NUMBER.fullmatch(typed):
-            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        if isinstance(value, str):
+            # Blank is blank, spaces or not: an optional field left empty, a required one
+            # "required" (not "Enter a whole number.").
+            value = value.strip()
+            if value and not ASCII_WHOLE_NUMBER.fullmatch(value):
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
         return super().to_python(value)
 
 

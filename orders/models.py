@@ -117,6 +117,9 @@ class OrderStep(models.Model):
     # The first attempt's start: how long an order has been on this step, retries included.
     entered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker that started the last attempt: if that attempt dies with it, the next
+    # attempt records it as lost with this worker (see orders.steps.record_lost_attempts).
+    worker = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["order", "position"]

@@ -12,8 +12,9 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from orders.contract import OrderStatus, StepState
+from orders.contract import STEP_CALLS, OrderStatus, StepState, step_key
 from orders.models import Order, OrderStep
+from orders.simulator.models import Outcome, ServiceCall
 
 # States an attempt records; the saga's verdicts (compensated, skipped) come with the finish.
 ATTEMPT_STATES = (StepState.RUNNING, StepState.RETRYING, StepState.COMPLETED, StepState.FAILED)
@@ -27,8 +28,11 @@ def record_step(
     attempt: int | None = None,
     error: str | None = None,
     result: str | None = None,
+    worker: str | None = None,
 ) -> bool:
     """Record what one attempt (or the saga) did to a step; False when it was too late.
+
+    `worker` names the worker of a starting attempt, for the ledger should it die with it.
 
     An attempt that timed out may still end after its successor started: an older
     attempt never overwrites what a newer one wrote. The order turns running with its
@@ -49,6 +53,8 @@ def record_step(
         fields["last_error"] = error
     if result is not None:
         fields["result"] = result
+    if worker is not None:
+        fields["worker"] = worker
     # One write transaction for both rows: on SQLite every transaction queues for the
     # one write lock, so two statements in one cost half the wait of two on their own.
     with transaction.atomic():
@@ -56,6 +62,58 @@ def record_step(
             return False
         _touch(order_id, running=state in ATTEMPT_STATES)
     return True
+
+
+def record_lost_attempts(
+    order_id: int,
+    service: str,
+    operation: str,
+    *,
+    before: int,
+    first: int = 1,
+    idempotency_key: str,
+    worker: str = "",
+    noticed_by: str = "",
+) -> list[int]:
+    """Record as lost every attempt from `first` to before `before` that left no row in
+    the ledger.
+
+    An attempt writes its ledger row when the service answers; one whose worker died
+    first writes nothing, and Temporal starts the next attempt once a timeout notices.
+    That next attempt calls this, so the ledger counts what Temporal's history counts.
+    `worker` is the lost attempt's worker when known (the step's record or the attempt's
+    last heartbeat named it). If the attempt was alive after all and answers late, its
+    own row replaces this one.
+    Returns the attempt numbers recorded.
+    """
+    if before <= first:
+        return []
+    calls = ServiceCall.objects.filter(order_id=order_id, service=service, operation=operation)
+    seen = set(calls.filter(attempt__range=(first, before - 1)).values_list("attempt", flat=True))
+    missing = [n for n in range(first, before) if n not in seen]
+    if not missing:
+        return []
+    who = f"its worker {worker}" if worker else "its worker"
+    note = f"No answer: lost with {who}" + (f"; {noticed_by}" if noticed_by else "")
+    ServiceCall.objects.bulk_create(
+        [
+            ServiceCall(
+                order_id=order_id,
+                service=service,
+                operation=operation,
+                attempt=n,
+                idempotency_key=idempotency_key,
+                outcome=Outcome.LOST,
+                error=note,
+                # Only the attempt just before this one left its worker's name behind.
+                worker=worker if n == before - 1 else "",
+            )
+            for n in missing
+        ],
+        ignore_conflicts=True,  # its own row, or another attempt's record of it, came first
+    )
+    touch_order(order_id)
+    return missing
 
 
 def touch_order(order_id: int) -> None:
@@ -87,6 +145,7 @@ def record_outcome(
     """
     for step, state in (step_states or {}).items():
         OrderStep.objects.filter(order_id=order_id, name=step).update(state=state)
+    _record_unanswered_last_attempts(order_id)
     now = timezone.now()
     Order.objects.filter(pk=order_id).update(
         status=status,
@@ -97,6 +156,35 @@ def record_outcome(
         finished_at=now,
         updated_at=now,
     )
+
+
+def _record_unanswered_last_attempts(order_id: int) -> None:
+    """A step's last attempt can die with its worker too, and then no attempt comes after
+    it to say so: at the end, a step's last attempt without a ledger row is lost. (Earlier
+    ones were each recorded by the attempt after them, or are still on their way: an
+    attempt that timed out may answer after the order ended.)"""
+    started = dict(
+        OrderStep.objects.filter(order_id=order_id, attempts__gt=0).values_list("name", "attempts")
+    )
+    if not started:
+        return
+    answered = set(
+        ServiceCall.objects.filter(order_id=order_id).values_list("service", "operation", "attempt")
+    )
+    workflow_id = Order.objects.filter(pk=order_id).values_list("workflow_id", flat=True).first()
+    for step, attempts in started.items():
+        service, operation = STEP_CALLS[step]
+        if (service, operation, attempts) in answered:
+            continue
+        record_lost_attempts(
+            order_id,
+            service,
+            operation,
+            before=attempts + 1,
+            first=attempts,
+            idempotency_key=step_key(workflow_id or "", step),
+            noticed_by="the order ended without its answer",
+        )
 
 
 def _touch(order_id: int, *, running: bool) -> None:

@@ -87,6 +87,11 @@ async def get_client() -> Client:
     return client
 
 
+# A workflow task takes milliseconds; one held by a worker that died is handed to another
+# after this (Temporal's default, 10 s, left orders standing while workers were killed).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
+
+
 def rpc_timeout() -> timedelta:
     return timedelta(seconds=settings.TEMPORAL_RPC_TIMEOUT)
 
@@ -113,6 +118,7 @@ async def start_order_workflow(order: OrderInput, workflow_id: str, placed_at: s
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             memo={"placed_at": placed_at},
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             # What the Temporal Web UI lists for the workflow, as the dashboard shows it.
             static_summary=(
                 f"Order #{order.order_id}: {order.customer_name}, {order.quantity} ×"

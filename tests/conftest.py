@@ -10,13 +10,17 @@ import asyncio
 import io
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -31,6 +35,20 @@ from worker.activities import ALL_ACTIVITIES
 from worker.workflows import OrderWorkflow
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
+
+# Property-based tests: few examples by default, so the suite keeps its time budget; many
+# with `pytest --hypothesis-profile=thorough`. Each example shares its test's database
+# (pytest-django's fixtures are per test), which the tests allow for.
+hypothesis_settings.register_profile(
+    "fast",
+    max_examples=30,
+    deadline=None,  # a first example pays for imports and connections
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+hypothesis_settings.register_profile(
+    "thorough", parent=hypothesis_settings.get_profile("fast"), max_examples=1000
+)
+hypothesis_settings.load_profile("fast")
 
 
 @pytest.hookimpl(trylast=True)
@@ -193,3 +211,28 @@ def set_switch(service: str, mode: str, failures: int = 2, latency_ms: int = 300
             "latency_ms": latency_ms,
         },
     )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def process_env(settings, transactional_db, dev_server_address) -> dict[str, str]:
+    """Environment for subprocesses (workers, the plain script) that share this test's
+    database, task queue and workflow id prefix on the session's dev server."""
+    task_queue = f"crash-{uuid.uuid4()}"
+    settings.TEMPORAL_ADDRESS = dev_server_address
+    settings.TEMPORAL_TASK_QUEUE = task_queue
+    return {
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "TEMPORAL_ADDRESS": dev_server_address,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+        "TEMPORAL_WORKFLOW_ID_PREFIX": settings.TEMPORAL_WORKFLOW_ID_PREFIX,
+        "WORKER_RESTART_PAUSE": "0.5",
+    }

@@ -13,6 +13,16 @@ from websockets.asyncio.client import connect
 from orderdash.stack import LocalStack, throwaway_env
 
 CLIENTS = 500
+# A board as full as it gets (it shows 25 orders): rendering it for each joining socket,
+# one at a time in Channels' sync thread, is what once kept new sockets waiting.
+FILL_THE_BOARD = """
+from orders.placement import create_order
+from orders.simulator.models import Product
+product = Product.objects.order_by("sku").first()
+for n in range(30):
+    create_order({"product": product, "quantity": 1, "customer_name": f"Customer {n}",
+                  "email": f"c{n}@example.com", "address": f"{n} Churn Street"})
+"""
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +32,7 @@ def web(temporal_server, tmp_path_factory):
     with LocalStack(env=env, log_dir=workdir) as stack:
         stack.manage("migrate", "--no-input", "-v0")
         stack.manage("seed_demo")
+        stack.manage("shell", "-c", FILL_THE_BOARD)
         stack.start_web()
         yield stack, workdir
 

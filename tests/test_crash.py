@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
-import uuid
-from collections.abc import Callable
 
 import pytest
 from django.core.management import call_command
@@ -17,32 +14,7 @@ from orders.models import Order
 from orders.placement import place_order
 from orders.simulator.models import Charge, Product, ServiceCall, Shipment
 from orders.simulator.services import CRASH_MESSAGE
-from tests.conftest import set_switch
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture
-def process_env(settings, transactional_db, dev_server_address) -> dict[str, str]:
-    """Environment for subprocesses that share this test's database, task queue and
-    workflow id prefix on the session's dev server."""
-    task_queue = f"crash-{uuid.uuid4()}"
-    settings.TEMPORAL_ADDRESS = dev_server_address
-    settings.TEMPORAL_TASK_QUEUE = task_queue
-    return {
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-        "TEMPORAL_ADDRESS": dev_server_address,
-        "TEMPORAL_TASK_QUEUE": task_queue,
-        "TEMPORAL_WORKFLOW_ID_PREFIX": settings.TEMPORAL_WORKFLOW_ID_PREFIX,
-        "WORKER_RESTART_PAUSE": "0.5",
-    }
+from tests.conftest import set_switch, wait_for
 
 
 def order_data(engine: str = "temporal") -> dict:

@@ -8,6 +8,8 @@ admin shows every attempt even though Temporal keeps only the last failure.
 from __future__ import annotations
 
 import contextvars
+import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,9 +18,29 @@ from django.db import close_old_connections
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from orders.contract import FinishRequest, StatusRequest, StepRequest, StepResult, StepState
+from orders.contract import (
+    STEP_CALLS,
+    FinishRequest,
+    StatusRequest,
+    StepRequest,
+    StepResult,
+    StepState,
+)
+from orders.models import OrderStep
 from orders.simulator import services
-from orders.steps import record_outcome, record_status, record_step, touch_order
+from orders.steps import (
+    record_lost_attempts,
+    record_outcome,
+    record_status,
+    record_step,
+    touch_order,
+)
+
+
+def worker_identity() -> str:
+    """This worker as Temporal names it (the SDK's default identity, given explicitly to
+    the Worker in worker/main.py): the ledger records it on every attempt."""
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 @contextmanager
@@ -32,6 +54,12 @@ def _fresh_connection() -> Iterator[None]:
 
 
 HEARTBEAT_EVERY_S = 0.5
+
+
+def _heartbeat() -> None:
+    # The details say which worker runs which attempt; Temporal hands them to the next
+    # attempt, which so learns whose death it is retrying (see `_record_lost_attempts`).
+    activity.heartbeat(worker_identity(), activity.info().attempt)
 
 
 @contextmanager
@@ -51,7 +79,7 @@ def _heartbeating() -> Iterator[None]:
             if context.run(activity.is_worker_shutdown):
                 return  # nobody to tell any more
             try:
-                context.run(activity.heartbeat)
+                context.run(_heartbeat)
             except BaseException:  # the worker is stopping (loop closed or cancelling)
                 return
 
@@ -73,7 +101,51 @@ def _context(request: StepRequest) -> services.CallContext:
         attempt=info.attempt,
         started_at=info.started_time,
         timeout_s=timeout,
-        heartbeat=activity.heartbeat,
+        heartbeat=_heartbeat,
+        worker=worker_identity(),
+    )
+
+
+def _record_lost_attempts(
+    request: StepRequest, service: str, operation: str, step: str | None = None
+) -> None:
+    """Before attempt N calls its service: record attempts < N that died with their worker.
+
+    Temporal started this attempt because a timeout gave up on the one before; if that
+    one left no ledger row, its worker died before the service answered it. Its worker
+    is named by the step's record (an attempt names its worker as it starts), else by
+    the last heartbeat Temporal kept, (worker, attempt), handed to this attempt.
+    """
+    info = activity.info()
+    if info.attempt <= 1:
+        return
+    last_worker = ""
+    if step is not None:
+        started = OrderStep.objects.filter(
+            order_id=request.order_id, name=step, attempts=info.attempt - 1
+        )
+        last_worker = started.values_list("worker", flat=True).first() or ""
+    details = list(info.heartbeat_details)
+    if not last_worker and len(details) == 2 and details[1] == info.attempt - 1:
+        last_worker = str(details[0])
+    before = info.attempt
+    if last_worker == worker_identity():
+        # It ran in this very process, which is alive: it timed out rather than died, and
+        # writes its own row when it ends (if it never does, the order's end records it).
+        before, last_worker = before - 1, ""
+    if info.heartbeat_timeout:
+        noticed = f"noticed by the heartbeat timeout ({info.heartbeat_timeout.total_seconds():g} s)"
+    else:
+        limit = info.start_to_close_timeout.total_seconds() if info.start_to_close_timeout else 0
+        noticed = f"noticed by the start-to-close timeout ({limit:g} s)"
+    record_lost_attempts(
+        request.order_id,
+        service,
+        operation,
+        before=before,
+        idempotency_key=request.idempotency_key,
+        worker=last_worker,
+        noticed_by=noticed,
     )
 
 
@@ -88,7 +160,10 @@ def run_step(
     """Run one attempt of an order step, keeping its database record in line."""
     with _fresh_connection(), _heartbeating():
         ctx = _context(request)
-        record_step(request.order_id, step, StepState.RUNNING, attempt=ctx.attempt)
+        _record_lost_attempts(request, *STEP_CALLS[step], step=step)
+        record_step(
+            request.order_id, step, StepState.RUNNING, attempt=ctx.attempt, worker=ctx.worker
+        )
         try:
             reference = call(ctx)
         except services.BusinessRejection as exc:
@@ -116,11 +191,17 @@ def run_step(
 
 
 def run_compensation(
-    request: StepRequest, call: Callable[[services.CallContext], str]
+    request: StepRequest,
+    ledger_call: tuple[str, str],
+    call: Callable[[services.CallContext], str],
 ) -> StepResult:
-    """Undo a step. Its record is updated by `finish_order` once the saga is through."""
+    """Undo a step. Its record is updated by `finish_order` once the saga is through.
+
+    ledger_call: the (service, operation) whose ledger rows this undo writes.
+    """
     with _fresh_connection(), _heartbeating():
         ctx = _context(request)
+        _record_lost_attempts(request, *ledger_call)
         try:
             reference = call(ctx)
         except Exception as exc:
@@ -182,19 +263,27 @@ def send_sms(request: StepRequest) -> StepResult:
 @activity.defn(name="release_inventory")
 def release_inventory(request: StepRequest) -> StepResult:
     return run_compensation(
-        request, lambda ctx: services.release_inventory(ctx, _reservation_key(request))
+        request,
+        ("inventory", "release"),
+        lambda ctx: services.release_inventory(ctx, _reservation_key(request)),
     )
 
 
 @activity.defn(name="refund_payment")
 def refund_payment(request: StepRequest) -> StepResult:
-    return run_compensation(request, lambda ctx: services.refund_payment(ctx, _charge_key(request)))
+    return run_compensation(
+        request,
+        ("payment", "refund"),
+        lambda ctx: services.refund_payment(ctx, _charge_key(request)),
+    )
 
 
 @activity.defn(name="cancel_shipping")
 def cancel_shipping(request: StepRequest) -> StepResult:
     return run_compensation(
-        request, lambda ctx: services.cancel_shipping(ctx, _shipment_key(request))
+        request,
+        ("shipping", "cancel"),
+        lambda ctx: services.cancel_shipping(ctx, _shipment_key(request)),
     )
 
 

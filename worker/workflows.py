@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         StepRequest,
         StepResult,
         StepState,
+        step_key,
     )
 
 # The steps that change the world, with the activity that undoes each of them.
@@ -293,9 +294,7 @@ class OrderWorkflow:
         return outcome
 
     def _key(self, step: str) -> str:
-        # Derived from the workflow id: the same on every retry and after every crash.
-        operation = {"inventory": "reserve", "payment": "charge", "shipping": "ship"}
-        return f"{workflow.info().workflow_id}:{operation.get(step, step)}"
+        return step_key(workflow.info().workflow_id, step)
 
 
 async def _beyond_cancellation(work: Coroutine[Any, Any, OrderOutcome]) -> OrderOutcome:

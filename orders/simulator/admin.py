@@ -35,9 +35,10 @@ class ServiceCallAdmin(admin.ModelAdmin):
         "outcome",
         "error",
         "duration_ms",
+        "worker",
     ]
     list_filter = ["service", "outcome", "operation"]
-    search_fields = ["=order__id", "idempotency_key", "error"]
+    search_fields = ["=order__id", "idempotency_key", "error", "worker"]
     list_select_related = ["order"]
     # Hundreds of thousands of attempts: count only what the filters leave, and never
     # offer a drop-down of every order.

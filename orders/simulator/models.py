@@ -90,6 +90,9 @@ class Outcome(models.TextChoices):
     REPLAYED = "replayed"  # the effect already existed for this key: nothing new happened
     ERROR = "error"
     REJECTED = "rejected"
+    # No answer ever came: the attempt died with its worker, and the timeout that noticed
+    # it (heartbeat, else start-to-close) let the next attempt start. Recorded by that one.
+    LOST = "lost"
 
 
 class Operation(models.TextChoices):
@@ -117,6 +120,9 @@ class ServiceCall(models.Model):
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
+    # The worker that ran the attempt (Temporal's worker identity, "<pid>@<host>"): with
+    # workers killed on purpose, it shows whose death each lost attempt was.
+    worker = models.CharField(max_length=100, blank=True)
     # When this attempt started by Temporal's clock: the gaps between attempts are the backoff.
     started_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

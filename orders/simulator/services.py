@@ -93,6 +93,7 @@ class CallContext:
     started_at: datetime | None = None
     timeout_s: float = 0
     heartbeat: Callable[[], None] = lambda: None
+    worker: str = ""  # who runs this attempt, for the ledger
 
 
 @dataclass
@@ -223,6 +224,7 @@ def _record(
         "error": error,
         "duration_ms": int((time.monotonic() - started) * 1000),
         "started_at": ctx.started_at,
+        "worker": ctx.worker,
     }
     attempt = {
         "order_id": ctx.order_id,

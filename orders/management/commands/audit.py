@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q, QuerySet
 
 from orders.audit import audit_orders
+from orders.management.arguments import MAX_ORDER_NUMBER, whole_number
 from orders.models import Action, OperatorAction, Order
 
 
@@ -13,7 +14,11 @@ class Command(BaseCommand):
     help = "Print attempts versus effects per order and service; exit 1 when any don't add up."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--order", type=int, help="audit only this order number")
+        parser.add_argument(
+            "--order",
+            type=whole_number(1, MAX_ORDER_NUMBER),
+            help="audit only this order number",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         orders = Order.objects.order_by("id")

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from orders.actions import ACTIONS, act, terminal_user
 from orders.contract import Step
+from orders.management.arguments import MAX_ORDER_NUMBER, whole_number_or_none
 from orders.models import Order
 
 
@@ -30,9 +31,10 @@ class Command(BaseCommand):
         action, order_id = options["action"], options["order_id"]
         if action not in ACTIONS:
             raise CommandError(f"Unknown action {action!r}; one of: {', '.join(ACTIONS)}.")
-        if not str(order_id).isascii() or not str(order_id).isdigit():
+        number = whole_number_or_none(str(order_id), 1, MAX_ORDER_NUMBER)
+        if number is None or not str(order_id).isdigit():
             raise CommandError(f"ORDER_ID must be an order number like 42, not {order_id!r}.")
-        order = Order.objects.filter(pk=int(order_id)).first()
+        order = Order.objects.filter(pk=number).first()
         if order is None:
             raise CommandError(f"There is no order #{order_id}.")
         if len(options["reason"]) > 500:

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from orderdash.stack import LocalStack, port_in_use
+from orders.management.arguments import whole_number
 from orders.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERNAME
 
 
@@ -23,11 +24,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--host", default=settings.HOST)
-        parser.add_argument("--port", type=int, default=settings.PORT)
+        parser.add_argument("--port", type=whole_number(1, 65_535), default=settings.PORT)
 
     def handle(self, *args: object, **options: object) -> None:
         host, port = options["host"], options["port"]
-        if port_in_use(host, port):
+        try:
+            taken = port_in_use(host, port)
+        except OSError as exc:  # a host name that does not resolve, an address not ours
+            raise CommandError(f"--host {host!r}: {exc.strerror or exc}") from None
+        if taken:
             raise CommandError(f"Port {port} on {host} is taken; stop what runs there or set PORT.")
         # No log_dir: every child writes to this terminal, as the banner promises.
         stack = LocalStack(host=host, web_port=port)

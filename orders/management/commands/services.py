@@ -18,12 +18,12 @@ class Command(BaseCommand):
         setter = sub.add_parser("set", help="Set one service's mode.")
         setter.add_argument("name", help=f"one of: {', '.join(SERVICES)}")
         setter.add_argument("mode", help=f"one of: {', '.join(Mode.values)}")
+        # Passed to the switch form as typed: it reads ASCII digits within bounds only.
         setter.add_argument(
             "--failures",
-            type=int,
             help="flaky: how many calls fail (default: the last count set, 2 at first)",
         )
-        setter.add_argument("--latency-ms", type=int, help="slow: milliseconds per call")
+        setter.add_argument("--latency-ms", help="slow: milliseconds per call")
 
     def handle(self, *args: object, **options: object) -> None:
         if options.get("action") == "set":
