@@ -135,9 +135,11 @@ class Command(BaseCommand):
 
     @contextmanager
     def _own_stack(self, run_id: int) -> Iterator[StackTemporal]:
-        log_dir = settings.VAR_DIR / f"chaos-{run_id}"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        # A fresh name each time: run numbers repeat across databases, and an old
+        # Temporal file there would hold workflows under this database's order ids.
         task_queue = f"chaos-{run_id}-{uuid.uuid4().hex[:8]}"
+        log_dir = settings.VAR_DIR / task_queue
+        log_dir.mkdir(parents=True)
         env = {
             "DATABASE_URL": database_url(),
             "TEMPORAL_TASK_QUEUE": task_queue,
