@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-throughput clean
+.PHONY: run test lint format bench bench-throughput chaos clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ bench: $(STAMP)
 # Orders per second through the whole stack against the bare SDK; BENCH_ORDERS=N (300).
 bench-throughput: $(STAMP)
 	$(PY) bench/throughput.py
+
+# A chaos run on a fresh database and a Temporal dev server of its own (restarted once):
+# CHAOS_ORDERS per engine over CHAOS_MINUTES; CHAOS_ARGS for more (--seed S, --temporal-restarts K).
+CHAOS_ORDERS ?= 50
+CHAOS_MINUTES ?= 3
+CHAOS_DB := DATABASE_URL=sqlite:///$(CURDIR)/var/chaos.sqlite3
+chaos: $(STAMP)
+	rm -f var/chaos.sqlite3 var/chaos.sqlite3-wal var/chaos.sqlite3-shm
+	$(CHAOS_DB) $(PY) manage.py migrate --no-input -v0
+	$(CHAOS_DB) $(PY) manage.py seed_demo
+	$(CHAOS_DB) $(PY) manage.py chaos --orders $(CHAOS_ORDERS) --minutes $(CHAOS_MINUTES) \
+		--own-stack --temporal-restarts 1 $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles

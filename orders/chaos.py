@@ -14,6 +14,7 @@ the dashboard's panel and a test all read the same numbers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.models import F, QuerySet
@@ -32,7 +32,7 @@ from django.utils import timezone
 from orders.actions import record_switch
 from orders.audit import OrderEffects, Trouble, audit_order, stock_out_of_balance
 from orders.contract import SERVICES, OrderStatus
-from orders.forms import SwitchForm, apply_switch
+from orders.forms import MAX_CHAOS_MINUTES, MAX_CHAOS_ORDERS, SwitchForm, apply_switch
 from orders.models import ChaosRun, Engine, Order
 from orders.placement import create_order, start_workflow
 from orders.simulator.models import Mode, Product, ServiceCall
@@ -41,8 +41,8 @@ from orders.simulator.services import CRASH_MESSAGE
 log = logging.getLogger(__name__)
 
 # Bounds for what a person may ask for, from the terminal or the page.
-MAX_ORDERS = 2000
-MAX_MINUTES = 240
+MAX_ORDERS = MAX_CHAOS_ORDERS
+MAX_MINUTES = MAX_CHAOS_MINUTES
 MAX_TEMPORAL_RESTARTS = 20
 MAX_SETTLE_MINUTES = 120
 DEFAULT_SETTLE_MINUTES = 10
@@ -201,6 +201,13 @@ def score_run(run: ChaosRun) -> Scoreboard:
     return score(run.orders.select_related("product").order_by("id"))
 
 
+def panel_context(run: ChaosRun | None = None) -> dict[str, object]:
+    """What the dashboard's chaos panel shows: the newest run and its scoreboard now."""
+    run = run or current_run()
+    board = score_run(run) if run is not None else None
+    return {"chaos_run": run, "scoreboard": board}
+
+
 # --- starting, watching and stopping runs -------------------------------------------------
 
 
@@ -320,6 +327,9 @@ class ChaosDriver:
         self._last_beat = 0.0
         self._stop_by = ""
         self._restarts: list[threading.Thread] = []
+        # One event loop for every start: the Temporal client is kept per loop, and a
+        # new loop per order (async_to_sync in a thread of its own) would connect anew.
+        self._loop = asyncio.new_event_loop()
 
     def run(self) -> Scoreboard:
         run = self.run_row
@@ -337,6 +347,7 @@ class ChaosDriver:
             for restart in self._restarts:
                 restart.join()
             restore_switches(run.actor)
+            self._loop.close()
         self._set(state=ChaosRun.State.SETTLING)
         self.say(f"[{self._clock()}] every switch healthy; waiting for the orders to settle")
         settled = self._settle()
@@ -396,7 +407,7 @@ class ChaosDriver:
         temporal = create_order(fields | {"engine": Engine.TEMPORAL})
         self.run_row.orders.add(plain, temporal)
         try:
-            async_to_sync(start_workflow)(temporal)
+            self._loop.run_until_complete(start_workflow(temporal))
         except Exception:  # saved queued before Temporal was asked: the starter has it
             log.exception("Chaos run #%s: starting order %s failed", self.run_row.pk, temporal.pk)
 

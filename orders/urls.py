@@ -10,4 +10,7 @@ urlpatterns = [
     path("orders/<int:pk>/compare/", views.compare, name="compare"),
     path("orders/<int:pk>/actions/<str:action>/", views.order_action, name="action"),
     path("services/<str:service>/", views.set_switch, name="switch"),
+    path("chaos/", views.chaos_panel, name="chaos"),
+    path("chaos/start/", views.chaos_start, name="chaos-start"),
+    path("chaos/stop/", views.chaos_stop, name="chaos-stop"),
 ]

@@ -11,10 +11,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from orders import chaos
 from orders.access import operators_only
 from orders.actions import act, record_switch
 from orders.contract import OrderStatus
-from orders.forms import OrderForm, SwitchForm, apply_switch
+from orders.forms import ChaosForm, OrderForm, SwitchForm, apply_switch
 from orders.models import Engine, Order
 from orders.placement import place_comparison, place_order
 from orders.progress import build_snapshot
@@ -134,3 +135,42 @@ def order_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     level = messages.SUCCESS if result.accepted else messages.ERROR
     messages.add_message(request, level, result.message)
     return redirect("orders:detail", pk=order.pk)
+
+
+def _chaos_panel(
+    request: HttpRequest, form: ChaosForm | None = None, error: str = "", status: int = 200
+) -> HttpResponse:
+    context = chaos.panel_context() | {"chaos_form": form or ChaosForm(), "chaos_error": error}
+    template = "orders/partials/chaos_panel.html" if request.htmx else "orders/chaos.html"
+    return render(request, template, context, status=status)
+
+
+@require_GET
+def chaos_panel(request: HttpRequest) -> HttpResponse:
+    """The chaos panel: polled by htmx every 2 s while a run is under way."""
+    return _chaos_panel(request)
+
+
+@require_POST
+@operators_only
+def chaos_start(request: HttpRequest) -> HttpResponse:
+    form = ChaosForm(request.POST)
+    if not form.is_valid():
+        return _chaos_panel(request, form, status=400)
+    actor = request.user.get_username() or "anonymous (demo mode)"
+    try:
+        run = chaos.open_run(**form.cleaned_data, actor=actor)
+    except chaos.ChaosRefused as refused:
+        return _chaos_panel(request, form, error=str(refused), status=409)
+    chaos.start_in_background(run)
+    return _chaos_panel(request) if request.htmx else redirect("orders:chaos")
+
+
+@require_POST
+@operators_only
+def chaos_stop(request: HttpRequest) -> HttpResponse:
+    run = chaos.current_run()
+    actor = request.user.get_username() or "anonymous (demo mode)"
+    if run is None or not chaos.request_stop(run, actor):
+        return _chaos_panel(request, error="No chaos run is placing orders now.", status=409)
+    return _chaos_panel(request) if request.htmx else redirect("orders:chaos")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -252,3 +253,70 @@ def test_the_scoreboard_counts_what_the_audit_finds(catalogue, craft, engine, co
     assert board.temporal_ok is temporal_ok
     if craft is held_units_counted_twice:
         assert board.stock_problems == ["KB-01: 3 units counted as held, 0 held by reservations"]
+
+
+# --- the panel's views -----------------------------------------------------------------------
+
+HTMX = {"HX-Request": "true"}
+
+
+def test_the_dashboard_shows_the_chaos_panel_with_its_start_form(client, catalogue):
+    page = client.get("/").content.decode()
+    assert 'id="chaos-panel"' in page and 'data-chaos="idle"' in page
+    assert 'data-chaos-start="true"' in page
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"orders": "0", "minutes": "1"}, "At least 1 order."),
+        ({"orders": "2001", "minutes": "1"}, "At most 2000 orders per run."),
+        ({"orders": "٣", "minutes": "1"}, "Enter a whole number."),
+        ({"orders": "5", "minutes": "241"}, "At most 240 minutes."),
+        ({"orders": "5"}, "This field is required."),
+    ],
+)
+def test_a_bad_start_says_why_and_starts_nothing(client, catalogue, data, message):
+    for headers in ({}, HTMX):
+        response = client.post("/chaos/start/", data, headers=headers)
+        assert response.status_code == 400
+        assert message in response.content.decode()
+    assert not ChaosRun.objects.exists()
+
+
+def test_a_start_while_a_run_is_under_way_is_refused(client, catalogue):
+    first = open_run(orders=5, minutes=1, actor="olga")
+    response = client.post("/chaos/start/", {"orders": "3", "minutes": "1"}, headers=HTMX)
+    assert response.status_code == 409
+    assert f"Chaos run #{first.pk} is under way" in response.content.decode()
+    assert ChaosRun.objects.count() == 1
+
+
+def test_stopping_when_nothing_runs_says_so(client, catalogue):
+    response = client.post("/chaos/stop/", headers=HTMX)
+    assert response.status_code == 409
+    assert "No chaos run is placing orders now." in response.content.decode()
+
+
+def test_the_panel_polls_while_a_run_is_under_way_and_stops_polling_after(client, catalogue):
+    run = open_run(orders=5, minutes=1, actor="olga")
+    panel = client.get("/chaos/", headers=HTMX).content.decode()
+    assert 'data-chaos="running"' in panel and 'hx-trigger="every 2s"' in panel
+    assert 'data-chaos-stop="true"' in panel
+    ChaosRun.objects.filter(pk=run.pk).update(state="finished")
+    panel = client.get("/chaos/", headers=HTMX).content.decode()
+    assert 'data-chaos="finished"' in panel and "hx-trigger" not in panel
+    assert 'data-chaos-verdict="kept"' in panel  # no orders: nothing lost
+
+
+def test_outside_demo_mode_a_viewer_sees_the_panel_but_may_not_start_or_stop(
+    client, catalogue, settings
+):
+    settings.DEMO_MODE = False
+    client.force_login(User.objects.create_user("vera", password="a long passphrase"))
+    page = client.get("/").content.decode()
+    assert 'id="chaos-panel"' in page and 'data-chaos-start="true"' not in page
+    for path in ("/chaos/start/", "/chaos/stop/"):
+        response = client.post(path, {"orders": "3", "minutes": "1"}, headers=HTMX)
+        assert response.status_code == 403
+    assert not ChaosRun.objects.exists()
