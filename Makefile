@@ -36,17 +36,19 @@ bench: $(STAMP)
 bench-throughput: $(STAMP)
 	$(PY) bench/throughput.py
 
-# A chaos run on a fresh database and a Temporal dev server of its own (restarted once):
-# CHAOS_ORDERS per engine over CHAOS_MINUTES; CHAOS_ARGS for more (--seed S, --temporal-restarts K).
+# A chaos run on a fresh database and a Temporal dev server of its own, restarted
+# CHAOS_RESTARTS times:
+# CHAOS_ORDERS per engine over CHAOS_MINUTES; CHAOS_ARGS for more (--seed S).
 CHAOS_ORDERS ?= 50
 CHAOS_MINUTES ?= 3
+CHAOS_RESTARTS ?= 1
 CHAOS_DB := DATABASE_URL=sqlite:///$(CURDIR)/var/chaos.sqlite3
 chaos: $(STAMP)
 	rm -f var/chaos.sqlite3 var/chaos.sqlite3-wal var/chaos.sqlite3-shm
 	$(CHAOS_DB) $(PY) manage.py migrate --no-input -v0
 	$(CHAOS_DB) $(PY) manage.py seed_demo
 	$(CHAOS_DB) $(PY) manage.py chaos --orders $(CHAOS_ORDERS) --minutes $(CHAOS_MINUTES) \
-		--own-stack --temporal-restarts 1 $(CHAOS_ARGS)
+		--own-stack --temporal-restarts $(CHAOS_RESTARTS) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles
