@@ -90,8 +90,15 @@ SCORE_ROWS = (
     ("incomplete", "completed without an effect"),
 )
 # What must be zero in the Temporal lane once everything has settled.
-BROKEN_PROMISES = ("queued", "in_flight", "lost", "charged_twice", "charge_stranded", "stock")
-BROKEN_PROMISES += ("incomplete",)
+BROKEN_PROMISES = (
+    "queued",
+    "in_flight",
+    "lost",
+    "charged_twice",
+    "charge_stranded",
+    "stock",
+    "incomplete",
+)
 
 
 @dataclass
@@ -119,7 +126,9 @@ class EngineScore:
             self.completed_with_warnings += 1
         elif status in (OrderStatus.FAILED, OrderStatus.CANCELLED, OrderStatus.REJECTED):
             self.failed += 1  # compensated, unless a trouble below says otherwise
-        elif status in (OrderStatus.QUEUED, OrderStatus.PENDING):
+        elif status == OrderStatus.QUEUED or (
+            status == OrderStatus.PENDING and order.engine == Engine.PLAIN
+        ):
             self.queued += 1  # waiting to start: for Temporal, or for the plain runner
         elif status != OrderStatus.STOPPED and not order.is_lost:
             self.in_flight += 1

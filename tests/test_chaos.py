@@ -214,6 +214,14 @@ def still_queued() -> Order:
     return order
 
 
+def started_but_not_finished() -> Order:
+    return _order(Engine.TEMPORAL, "pending")
+
+
+def waiting_for_the_plain_runner() -> Order:
+    return _order(Engine.PLAIN, "pending")
+
+
 def held_units_counted_twice() -> Order:
     """A clean order, but the product counts a held unit no reservation holds."""
     order = completed_cleanly()
@@ -233,6 +241,8 @@ SCOREBOARD_CASES: list[tuple[Callable[[], Order], str, dict[str, int], bool]] = 
     ),
     (stopped_by_temporal, Engine.TEMPORAL, {"lost": 1}, False),
     (still_queued, Engine.TEMPORAL, {"queued": 1}, False),
+    (started_but_not_finished, Engine.TEMPORAL, {"in_flight": 1}, False),
+    (waiting_for_the_plain_runner, Engine.PLAIN, {"queued": 1}, True),
     (held_units_counted_twice, Engine.TEMPORAL, {"completed": 1}, False),
     (lost_plain_order_charged_not_shipped, Engine.PLAIN, {"lost": 1, "charge_stranded": 1}, True),
 ]
