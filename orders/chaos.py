@@ -421,6 +421,8 @@ class ChaosDriver:
             log.exception("Chaos run #%s: starting order %s failed", self.run_row.pk, temporal.pk)
 
     def _flip(self) -> None:
+        if self._stop_requested(fresh=True):
+            return  # a stop just healed every switch: break nothing after it
         service = self.rng.choice(SERVICES)
         mode = self.rng.choices(list(MODE_WEIGHTS), weights=list(MODE_WEIGHTS.values()))[0]
         numbers = {}
@@ -479,8 +481,8 @@ class ChaosDriver:
         open_orders = self.run_row.orders.exclude(status__in=OrderStatus.final())
         return sum(not order.is_lost for order in open_orders)
 
-    def _stop_requested(self) -> bool:
-        if not self._beat():
+    def _stop_requested(self, *, fresh: bool = False) -> bool:
+        if not self._beat() and not fresh:
             return bool(self._stop_by)
         stop_by = ChaosRun.objects.filter(pk=self.run_row.pk).values_list(
             "stop_requested_by", flat=True
