@@ -330,3 +330,15 @@ def test_outside_demo_mode_a_viewer_sees_the_panel_but_may_not_start_or_stop(
         response = client.post(path, {"orders": "3", "minutes": "1"}, headers=HTMX)
         assert response.status_code == 403
     assert not ChaosRun.objects.exists()
+
+
+def test_audit_fails_for_a_product_whose_held_units_disagree_with_its_reservations(catalogue):
+    Product.objects.filter(sku="MS-02").update(reserved=2)
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("audit", stdout=out, stderr=io.StringIO())
+    assert exit_info.value.code == 1
+    assert (
+        "Stock out of balance: MS-02: 2 units counted as held, 0 held by reservations"
+        in out.getvalue()
+    )
