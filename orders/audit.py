@@ -2,6 +2,8 @@
 
 Attempts come from the ledger; effects from the services' own rows (reservations,
 charges, shipments, messages). Retries are fine; effects that don't add up are not.
+Each problem is said in words and classed as a `Trouble`, which the chaos run's
+scoreboard counts: this module is the one definition of what is wrong with an order.
 """
 
 from __future__ import annotations

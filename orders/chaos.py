@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -35,7 +35,7 @@ from orders.contract import SERVICES, OrderStatus
 from orders.forms import MAX_CHAOS_MINUTES, MAX_CHAOS_ORDERS, SwitchForm, apply_switch
 from orders.models import ChaosRun, Engine, Order
 from orders.placement import create_order, start_workflow
-from orders.simulator.models import Mode, Product, ServiceCall
+from orders.simulator.models import Mode, Product, ServiceCall, ServiceSwitch
 from orders.simulator.services import CRASH_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -245,24 +245,27 @@ def open_run(
     temporal_restarts: int = 0,
 ) -> ChaosRun:
     """Record a new run, or refuse when one is under way or nothing can be ordered."""
-    running = current_run()
-    if running is not None and running.active:
-        raise ChaosRefused(
-            f"Chaos run #{running.pk} is under way (started by {running.started_by});"
-            " stop it or wait for its scoreboard."
-        )
     if not _orderable_products().exists():
         raise ChaosRefused(
             "No product in the catalogue is priced under the approval threshold:"
             " seed the catalogue first (python manage.py seed_demo)."
         )
-    return ChaosRun.objects.create(
-        started_by=actor,
-        orders_per_engine=orders,
-        minutes=minutes,
-        seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
-        temporal_restarts=temporal_restarts,
-    )
+    # One transaction, so two people pressing start at once get one run (SQLite takes
+    # its write lock first; PostgreSQL would need a lock row for the same guarantee).
+    with transaction.atomic():
+        running = current_run()
+        if running is not None and running.active:
+            raise ChaosRefused(
+                f"Chaos run #{running.pk} is under way (started by {running.started_by});"
+                " stop it or wait for its scoreboard."
+            )
+        return ChaosRun.objects.create(
+            started_by=actor,
+            orders_per_engine=orders,
+            minutes=minutes,
+            seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
+            temporal_restarts=temporal_restarts,
+        )
 
 
 def request_stop(run: ChaosRun, actor: str) -> bool:
@@ -293,8 +296,10 @@ def start_in_background(run: ChaosRun) -> threading.Thread:
 
 
 def restore_switches(actor: str) -> None:
-    """Every service healthy again, each flip recorded under the run's name."""
-    for service in SERVICES:
+    """Every service healthy again, each flip recorded under the run's name (a switch
+    healthy already is left alone: the record keeps changes, not non-events)."""
+    broken = ServiceSwitch.objects.exclude(mode=Mode.HEALTHY).values_list("service", flat=True)
+    for service in list(broken):
         _set_switch(service, Mode.HEALTHY, actor)
 
 
