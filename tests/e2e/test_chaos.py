@@ -11,9 +11,23 @@ from orders.contract import SERVICES
 
 pytestmark = pytest.mark.e2e
 
+STOP_ANY_RUN = (
+    "from orders.chaos import current_run, request_stop\n"
+    "run = current_run()\n"
+    "if run is not None:\n"
+    "    request_stop(run, 'test cleanup')\n"
+)
+
+
+@pytest.fixture
+def no_run_left_behind(stack):
+    """A failing test must not leave a run breaking services under the tests after it."""
+    yield
+    stack.manage("shell", "--no-imports", "-c", STOP_ANY_RUN)
+
 
 def test_a_chaos_run_started_from_the_panel_scores_live_and_stop_heals_every_switch(
-    page: Page, stack
+    page: Page, stack, no_run_left_behind
 ):
     page.goto(stack.url + "/")
     panel = page.locator("[data-chaos]")
