@@ -141,8 +141,9 @@ def _chaos_panel(
     request: HttpRequest, form: ChaosForm | None = None, error: str = "", status: int = 200
 ) -> HttpResponse:
     context = chaos.panel_context() | {"chaos_form": form or ChaosForm(), "chaos_error": error}
-    template = "orders/partials/chaos_panel.html" if request.htmx else "orders/chaos.html"
-    return render(request, template, context, status=status)
+    if request.htmx:  # htmx 2 swaps no 4xx answer: the panel says what was wrong instead
+        return render(request, "orders/partials/chaos_panel.html", context)
+    return render(request, "orders/chaos.html", context, status=status)
 
 
 @require_GET

@@ -72,7 +72,11 @@ class Command(BaseCommand):
             required=True,
             help="how long to place orders and break things",
         )
-        parser.add_argument("--seed", type=bounded_int(0, 2**31 - 1), help="replay the same chaos")
+        parser.add_argument(
+            "--seed",
+            type=bounded_int(0, 2**31 - 1),
+            help="the same seed flips the same switches in the same order",
+        )
         parser.add_argument(
             "--settle-minutes",
             type=bounded_int(1, chaos.MAX_SETTLE_MINUTES),
