@@ -25,8 +25,9 @@ from tests.conftest import set_switch
 @pytest.mark.timeout(420)
 @pytest.mark.django_db(transaction=True)
 def test_a_short_chaos_run_loses_doubles_and_strands_nothing_in_the_temporal_lane(
-    catalogue, settings, workflow_id_prefix
+    catalogue, settings, workflow_id_prefix, tmp_path
 ):
+    settings.VAR_DIR = tmp_path  # the own stack's Temporal file and logs
     # Through the fixture, so the own stack's address and queue are undone afterwards.
     settings.TEMPORAL_ADDRESS = settings.TEMPORAL_ADDRESS
     settings.TEMPORAL_TASK_QUEUE = settings.TEMPORAL_TASK_QUEUE
