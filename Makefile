@@ -36,9 +36,9 @@ bench: $(STAMP)
 bench-throughput: $(STAMP)
 	$(PY) bench/throughput.py
 
-# A chaos run on a fresh database and a Temporal dev server of its own, restarted
-# CHAOS_RESTARTS times:
-# CHAOS_ORDERS per engine over CHAOS_MINUTES; CHAOS_ARGS for more (--seed S).
+# A chaos run on a fresh database with a Temporal dev server of its own: CHAOS_ORDERS per
+# engine over CHAOS_MINUTES, the server restarted CHAOS_RESTARTS times; CHAOS_ARGS for more
+# (--seed S, --settle-minutes M).
 CHAOS_ORDERS ?= 50
 CHAOS_MINUTES ?= 3
 CHAOS_RESTARTS ?= 1
