@@ -7,6 +7,9 @@ The rules live here three ways, kept together so they stay one set of rules:
 `audit_order` (one order, with the lines the report prints), `audit_orders` (every order
 of a queryset in a fixed handful of queries, for the command) and `does_not_add_up`
 (the same verdict as a database filter, for the admin). A test checks that they agree.
+
+Each problem is said in words and classed as a `Trouble`, which the chaos run's
+scoreboard counts: this module is the one definition of what is wrong with an order.
 """
 
 from __future__ import annotations
@@ -18,12 +21,30 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
+from django.db import models
+from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from orders.contract import SERVICES, OrderStatus
 from orders.models import Engine, Order
-from orders.simulator.models import Charge, Message, Reservation, ServiceCall, Shipment
+from orders.simulator.models import (
+    Charge,
+    Message,
+    Product,
+    Reservation,
+    ServiceCall,
+    Shipment,
+)
+
+
+class Trouble(models.TextChoices):
+    """What kind of wrong a problem is: the chaos scoreboard counts orders by these."""
+
+    LOST = "lost", "lost"
+    CHARGED_TWICE = "charged_twice", "charged twice"
+    CHARGE_STRANDED = "charge_stranded", "charged without shipment or refund"
+    STOCK = "stock", "stock out of balance"
+    INCOMPLETE = "incomplete", "completed without an effect it needs"
 
 
 @dataclass
@@ -82,10 +103,15 @@ class OrderAudit:
     effects: OrderEffects
     services: list[ServiceAudit] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    troubles: set[Trouble] = field(default_factory=set)
 
     @property
     def adds_up(self) -> bool:
         return not self.problems
+
+    def problem(self, text: str, *troubles: Trouble) -> None:
+        self.problems.append(text)
+        self.troubles.update(troubles)
 
     @property
     def lost_summary(self) -> str:
@@ -150,26 +176,35 @@ def _audit(order: Order, operations: dict[str, Counter[str]], effects: OrderEffe
             if attempts[s]
         ],
     )
-    problems = audit.problems
+    live_shipment = bool(shipments)
     if len(live_charges) > 1:
-        problems.append(f"charged {len(live_charges)} times")
+        audit.problem(f"charged {len(live_charges)} times", Trouble.CHARGED_TWICE)
     if len(reservations) > 1:
-        problems.append(f"stock reserved {len(reservations)} times")
+        audit.problem(f"stock reserved {len(reservations)} times", Trouble.STOCK)
     if order.status in (OrderStatus.COMPLETED, OrderStatus.COMPLETED_WITH_WARNINGS):
         if not live_charges:
-            problems.append("completed without a charge")
-        if not shipments:
-            problems.append("completed without a shipment")
+            audit.problem("completed without a charge", Trouble.INCOMPLETE)
+        if not live_shipment:
+            stranded = (Trouble.CHARGE_STRANDED,) if live_charges else ()
+            audit.problem("completed without a shipment", Trouble.INCOMPLETE, *stranded)
         if held:
-            problems.append("stock reserved but never committed")
+            audit.problem("stock reserved but never committed", Trouble.STOCK)
     elif order.status in (OrderStatus.FAILED, OrderStatus.CANCELLED):
         if live_charges:
-            problems.append("charged, but the order failed and was never refunded")
+            audit.problem(
+                "charged, but the order failed and was never refunded", Trouble.CHARGE_STRANDED
+            )
         if held or committed:
-            problems.append("stock never released")
+            audit.problem("stock never released", Trouble.STOCK)
     elif order.is_lost:
-        problems.append(audit.lost_summary)
-    problems.extend(_start_problems(order))
+        left_behind = [Trouble.LOST]
+        if live_charges and not live_shipment:
+            left_behind.append(Trouble.CHARGE_STRANDED)
+        if held:
+            left_behind.append(Trouble.STOCK)
+        audit.problem(audit.lost_summary, *left_behind)
+    for text in _start_problems(order):
+        audit.problem(text, Trouble.LOST)
     return audit
 
 
@@ -301,3 +336,17 @@ def _more_than_one(rows: QuerySet[Any]) -> QuerySet[Any]:
     """The orders with more than one of these rows."""
     grouped = rows.order_by().values("order_id").annotate(n=Count("pk")).filter(n__gt=1)
     return grouped.values("order_id")
+
+
+def stock_out_of_balance() -> list[str]:
+    """Products whose count of held units disagrees with the reservations holding them:
+    a unit held by no reservation (or a reservation holding none) never comes back."""
+    held = Sum("reservation__quantity", filter=Q(reservation__state=Reservation.State.RESERVED))
+    problems = []
+    for product in Product.objects.annotate(held=held).order_by("sku"):
+        if product.reserved != (product.held or 0):
+            problems.append(
+                f"{product.sku}: {product.reserved} units counted as held,"
+                f" {product.held or 0} held by reservations"
+            )
+    return problems

@@ -12,6 +12,9 @@ from orders.simulator.models import Mode, Product, ServiceSwitch
 
 # One order may not take more than this many units, whatever the stock.
 MAX_QUANTITY = 20
+# A chaos run's bounds, for the page and the `chaos` command alike.
+MAX_CHAOS_ORDERS = 2000
+MAX_CHAOS_MINUTES = 240
 PHONE_PATTERN = re.compile(r"^\+?[0-9 ()-]{6,20}$")
 
 
@@ -179,3 +182,28 @@ class LoadForm(forms.Form):
         if match is None or not any(int(part) for part in match.groups()):
             self.add_error("mix", "Mix must be Temporal:plain orders, like 3:1, not 0:0.")
         return cleaned
+
+
+class ChaosForm(forms.Form):
+    """Start a chaos run: how many orders on each engine, over how many minutes."""
+
+    orders = WholeNumberField(
+        initial=20,
+        min_value=1,
+        max_value=MAX_CHAOS_ORDERS,
+        label="Orders per engine",
+        error_messages={
+            "min_value": "At least 1 order.",
+            "max_value": f"At most {MAX_CHAOS_ORDERS} orders per run.",
+        },
+    )
+    minutes = WholeNumberField(
+        initial=1,
+        min_value=1,
+        max_value=MAX_CHAOS_MINUTES,
+        label="Minutes",
+        error_messages={
+            "min_value": "At least 1 minute.",
+            "max_value": f"At most {MAX_CHAOS_MINUTES} minutes.",
+        },
+    )

@@ -235,3 +235,49 @@ class LoadRun(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.placed / self.total) if self.total else 0
+
+
+class ChaosRun(models.Model):
+    """One chaos run: orders placed on both engines while switches flip at random.
+
+    The row outlives the request or the terminal that started it; the process running it
+    beats `heartbeat_at`, and its scoreboard is computed from the orders it placed.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running", "placing orders, breaking services"
+        SETTLING = "settling", "every switch healthy, waiting for the orders to settle"
+        FINISHED = "finished", "finished"
+        INTERRUPTED = "interrupted", "interrupted: the process running it went away"
+
+    started_by = models.CharField(max_length=150)
+    orders_per_engine = models.PositiveIntegerField()
+    minutes = models.PositiveIntegerField()
+    seed = models.BigIntegerField()
+    temporal_restarts = models.PositiveIntegerField(
+        default=0, help_text="Planned restarts of an embedded Temporal dev server."
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    stop_requested_by = models.CharField(max_length=150, blank=True)
+    switch_flips = models.PositiveIntegerField(default=0)
+    temporal_restarts_done = models.PositiveIntegerField(default=0)
+    note = models.TextField(blank=True, help_text="How it ended, in words.")
+    orders = models.ManyToManyField(Order, blank=True, related_name="chaos_runs")
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Chaos run #{self.pk} ({self.state})"
+
+    @property
+    def actor(self) -> str:
+        """Who the switch record names for this run's flips."""
+        return f"chaos run #{self.pk}"
+
+    @property
+    def active(self) -> bool:
+        return self.state in (self.State.RUNNING, self.State.SETTLING)

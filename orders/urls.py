@@ -16,4 +16,7 @@ urlpatterns = [
     path("demo/scenarios/<str:name>/", views.scenario, name="scenario"),
     path("load/", views.load, name="load"),
     path("load/<int:pk>/stop/", views.stop_load, name="load-stop"),
+    path("chaos/", views.chaos_panel, name="chaos"),
+    path("chaos/start/", views.chaos_start, name="chaos-start"),
+    path("chaos/stop/", views.chaos_stop, name="chaos-stop"),
 ]

@@ -12,11 +12,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url
 
+from orders import chaos
 from orders.access import operators_only
 from orders.actions import act, record_switch
 from orders.board import BoardFilterForm, parse_filter
 from orders.bulk import BULK_ACTIONS, bulk_act, selection
-from orders.forms import LoadForm, OrderForm, SwitchForm, apply_switch
+from orders.forms import ChaosForm, LoadForm, OrderForm, SwitchForm, apply_switch
 from orders.load import (
     LoadRunning,
     create_run,
@@ -274,6 +275,21 @@ def bulk_confirm(request: HttpRequest, action: str) -> HttpResponse:
     return render(request, template, {"chosen": chosen}, status=409 if chosen.refusal else 200)
 
 
+def _chaos_panel(
+    request: HttpRequest, form: ChaosForm | None = None, error: str = "", status: int = 200
+) -> HttpResponse:
+    context = chaos.panel_context() | {"chaos_form": form or ChaosForm(), "chaos_error": error}
+    if request.htmx:  # htmx 2 swaps no 4xx answer: the panel says what was wrong instead
+        return render(request, "orders/partials/chaos_panel.html", context)
+    return render(request, "orders/chaos.html", context, status=status)
+
+
+@require_GET
+def chaos_panel(request: HttpRequest) -> HttpResponse:
+    """The chaos panel: polled by htmx every 2 s while a run is under way."""
+    return _chaos_panel(request)
+
+
 @require_POST
 @operators_only
 def bulk_apply(request: HttpRequest, action: str) -> HttpResponse:
@@ -292,3 +308,28 @@ def bulk_apply(request: HttpRequest, action: str) -> HttpResponse:
     template = "orders/partials/bulk_result.html" if request.htmx else "orders/bulk.html"
     context = {"chosen": chosen, "result": result}
     return render(request, template, context, status=409 if chosen.refusal else 200)
+
+
+@require_POST
+@operators_only
+def chaos_start(request: HttpRequest) -> HttpResponse:
+    form = ChaosForm(request.POST)
+    if not form.is_valid():
+        return _chaos_panel(request, form, status=400)
+    actor = request.user.get_username() or "anonymous (demo mode)"
+    try:
+        run = chaos.open_run(**form.cleaned_data, actor=actor)
+    except chaos.ChaosRefused as refused:
+        return _chaos_panel(request, form, error=str(refused), status=409)
+    chaos.start_in_background(run)
+    return _chaos_panel(request) if request.htmx else redirect("orders:chaos")
+
+
+@require_POST
+@operators_only
+def chaos_stop(request: HttpRequest) -> HttpResponse:
+    run = chaos.current_run()
+    actor = request.user.get_username() or "anonymous (demo mode)"
+    if run is None or not chaos.request_stop(run, actor):
+        return _chaos_panel(request, error="No chaos run is placing orders now.", status=409)
+    return _chaos_panel(request) if request.htmx else redirect("orders:chaos")

@@ -5,7 +5,9 @@ from django.conf import settings
 from django.utils.html import format_html
 
 from orders.audit import audit_order
+from orders.chaos import panel_context
 from orders.contract import format_cents
+from orders.forms import ChaosForm
 from orders.models import Order
 
 register = template.Library()
@@ -62,3 +64,13 @@ def approval_policy() -> str:
         f"Orders of {format_cents(settings.APPROVAL_THRESHOLD_CENTS)} or more wait for an"
         f" operator's approval; with no decision within {deadline} they are rejected."
     )
+
+
+@register.inclusion_tag("orders/partials/chaos_panel.html", takes_context=True)
+def chaos_panel(context: template.Context) -> dict[str, object]:
+    """The chaos panel as the dashboard first shows it (htmx keeps it fresh from then on)."""
+    return panel_context() | {
+        "chaos_form": ChaosForm(),
+        "may_act": context.get("may_act", False),
+        "csrf_token": context.get("csrf_token", ""),
+    }

@@ -5,7 +5,7 @@ from argparse import ArgumentParser
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q, QuerySet
 
-from orders.audit import audit_orders
+from orders.audit import audit_orders, stock_out_of_balance
 from orders.management.arguments import MAX_ORDER_NUMBER, whole_number
 from orders.models import Action, OperatorAction, Order
 
@@ -34,9 +34,12 @@ class Command(BaseCommand):
             for service in audit.services:
                 self.stdout.write(f"  {service.line}")
             broken += not audit.adds_up
+        for problem in stock_out_of_balance():
+            self.stdout.write(f"Stock out of balance: {problem}")
+            broken += 1
         self.stdout.write(_operators_line(orders))
         if broken:
-            self.stderr.write(f"{broken} order(s) whose effects don't add up.")
+            self.stderr.write(f"{broken} order(s) or product(s) whose effects don't add up.")
             raise SystemExit(1)
 
 
