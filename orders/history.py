@@ -55,6 +55,9 @@ FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret"
 LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton")
 STREETS = ("Compiler Way", "Kernel Road", "Lambda Lane", "Queue Street", "Cache Court")
 OPERATORS = ("alice", "bob", "carol")
+# The worker identity the made-up ledger names ("<pid>@<host>", as a real worker's).
+HISTORY_WORKER = "4242@history"
+LOST = f"No answer: lost with {HISTORY_WORKER}; noticed by the heartbeat timeout (2 s)"
 
 
 class HistoryError(ValueError):
@@ -190,6 +193,8 @@ class _Tables:
                 "last_error",
                 "started_at",
                 "finished_at",
+                "entered_at",
+                "worker",
             ],
         )
         self.calls = _Table(
@@ -205,6 +210,7 @@ class _Tables:
                 "duration_ms",
                 "started_at",
                 "created_at",
+                "worker",
             ],
         )
         self.reservations = _Table(
@@ -343,19 +349,31 @@ class _Order:
             duration,
             started,
             self.tick(duration / 1000),
+            HISTORY_WORKER,
         )
 
     # --- steps ---
 
     def attempt_step(
-        self, step: str, *, failures: int = 0, then: str = "ok", crash: bool = False
+        self,
+        step: str,
+        *,
+        failures: int = 0,
+        then: str = "ok",
+        crash: bool = False,
+        lost: bool = False,
     ) -> bool:
         """`failures` unavailable attempts, then `then`: ok, rejected, or gave_up (the
-        last failure was the final attempt). True when the step took effect."""
+        last failure was the final attempt); `lost`: the first attempt died with its
+        worker before answering. True when the step took effect."""
         service, operation = SERVICE_OF_STEP[step], OPERATION_OF_STEP[step]
         record = self.steps[step]
         record.started_at = self.clock
         attempt = 0
+        if lost:
+            attempt += 1
+            self.call(service, operation, self.key(step, attempt), attempt, Outcome.LOST, LOST)
+            self.tick(2 + 2 ** (attempt - 1))  # the heartbeat timeout, then the backoff
         for _ in range(failures):
             attempt += 1
             self.call(
@@ -525,6 +543,8 @@ class _Order:
                 record.error,
                 record.started_at,
                 record.finished_at,
+                record.started_at,  # entered the step: a made-up past keeps no earlier start
+                HISTORY_WORKER if record.started_at else "",
             )
         self.tables.reservations.rows.extend(tuple(r) for r in self._reservations)
         self.tables.charges.rows.extend(tuple(c) for c in self._charges)
@@ -552,11 +572,12 @@ REJECTIONS = {step: REJECTION_MESSAGES[service] for step, service in SERVICE_OF_
 def _flow(
     o: _Order, *, inventory: int = 0, payment: int = 0, crash: bool = False, sms: str = "ok"
 ) -> None:
-    """Every step to the end; `inventory`/`payment` failures before success."""
+    """Every step to the end; `inventory`/`payment` failures before success; now and then
+    a shipping attempt lost with a worker killed under it."""
     o.attempt_step(Step.INVENTORY, failures=inventory)
     o.attempt_step(Step.PAYMENT, failures=payment, crash=crash)
     o.attempt_step(Step.COMMIT)
-    o.attempt_step(Step.SHIPPING)
+    o.attempt_step(Step.SHIPPING, lost=o.engine == Engine.TEMPORAL and o.rng.random() < 0.05)
     o.attempt_step(Step.EMAIL)
     limit = 3
     if sms == "ok":

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from orders.admin import EffectsFilter
-from orders.audit import audit_order, audit_orders, does_not_add_up
+from orders.audit import audit_order, audit_orders, does_not_add_up, stock_out_of_balance
 from orders.contract import OrderStatus
 from orders.models import Engine, Order
 from orders.simulator.models import Charge, Reservation, Shipment
@@ -105,7 +105,8 @@ def test_the_audit_command_reports_each_broken_order_and_exits_1(broken_history)
     with pytest.raises(SystemExit) as exit_:
         call_command("audit", stdout=out, stderr=err)
     assert exit_.value.code == 1
-    assert err.getvalue() == f"{len(broken_history)} order(s) whose effects don't add up.\n"
+    broken = len(broken_history) + len(stock_out_of_balance())
+    assert err.getvalue() == f"{broken} order(s) or product(s) whose effects don't add up.\n"
     for pk, problem in broken_history.items():
         assert f"Order #{pk} (" in out.getvalue()
         assert f"): {problem}\n" in out.getvalue()

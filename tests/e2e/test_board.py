@@ -83,3 +83,11 @@ def test_a_bulk_cancel_says_how_many_orders_it_will_touch_then_cancels_them(page
     page.goto(f"{stack.url}/?status=cancelled&q={customer.replace(' ', '+')}")
     for number in numbers:
         expect(page.locator(f"#order-{number}")).to_have_attribute("data-order-status", "cancelled")
+
+
+def test_a_refused_bulk_action_says_why_in_the_page(page: Page, stack):
+    # Refusals answer 409: the page must show them, not drop them as htmx 2 does by default.
+    nobody = f"Nobody {uuid.uuid4().hex[:6]}"
+    page.goto(f"{stack.url}/?q={nobody.replace(' ', '+')}")
+    page.locator('[data-bulk-action="cancel"]').click()
+    expect(page.locator("#bulk-panel")).to_contain_text("No order matches")
