@@ -149,6 +149,21 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     shoot(failed_page, "order-failed.png", full_page=True)
     failed_page.context.close()
 
+    # An operator at work: a big order held for approval, a reason being typed, and the
+    # order's record of who did what (a refused retry-now included).
+    held = stack.place("MN-27", 4, "Frances Allen", wait=False)
+    operator_page = new_page(browser)
+    operator_page.goto(f"{stack.url}/orders/{held}/")
+    expect(row(operator_page, held)).to_have_attribute("data-order-status", "awaiting_approval")
+    stack.manage("order", "retry-now", str(held), "--step", "payment", ok=(0, 1, 2))
+    expect(operator_page.locator('[data-history="retry-now"]')).to_be_visible()
+    approve = operator_page.locator('[data-action="approve"]')
+    approve.locator("input[name=reason]").fill("known customer, confirmed by phone")
+    shoot(operator_page, "operator.png", full_page=True)
+    approve.get_by_role("button", name="Approve").click()
+    expect(row(operator_page, held)).to_have_attribute("data-order-status", "completed")
+    operator_page.context.close()
+
     # Bad input, explained next to each field.
     form_page = new_page(browser)
     form_page.goto(stack.url + "/")

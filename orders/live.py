@@ -121,6 +121,9 @@ class Hub:
         self.worker = WORKER_DOWN
         self.temporal_calls = 0  # counted for the fan-out benchmark
         self._loop_task: asyncio.Task | None = None
+        # Set when something new is watched: wakes a loop idling between its clocks (made
+        # by the loop itself, in the event loop it runs in).
+        self._wake: asyncio.Event | None = None
         self._jobs: set[asyncio.Task] = set()  # asks and refreshes under way
         self._busy: set[str] = set()  # names of the periodic refreshes under way
         self._board_at = self._status_at = 0.0
@@ -245,6 +248,8 @@ class Hub:
         return self._loop_task is not None and not self._loop_task.done()
 
     def _ensure_running(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._run())
 
@@ -258,6 +263,7 @@ class Hub:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         limit = asyncio.Semaphore(ASKS_AT_ONCE)
+        wake = self._wake = asyncio.Event()
         while True:
             started = loop.time()
             try:
@@ -269,7 +275,21 @@ class Hub:
                 started = loop.time()  # after a failure, a whole TICK_S before the next
             # Ticks start TICK_S apart; one that took longer (a large batch) is followed at
             # once, since whatever changed meanwhile has waited long enough.
-            await asyncio.sleep(max(0.0, started + TICK_S - loop.time()))
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                pause = max(0.0, self._next_tick_at(started) - loop.time())
+                await asyncio.wait_for(wake.wait(), pause)
+
+    def _next_tick_at(self, started: float) -> float:
+        """Watched orders are checked every TICK_S. A hub that watches only boards and the
+        worker status sleeps until its next clock is due, so an idle board costs its
+        clocks' queries and nothing more; a newly watched order wakes it at once."""
+        if self.orders:
+            return started + TICK_S
+        clocks = [self._status_at] if self.status_watchers else []
+        if self.board_watchers:
+            clocks += [self._board_at, self._metrics_at]
+        return max(started + TICK_S, min(clocks, default=started + TICK_S))
 
     async def tick(self, now: float, limit: asyncio.Semaphore) -> None:
         """One round: worker status and board on their clocks, then the watched orders."""
