@@ -152,14 +152,16 @@ def take_screenshots(stack: Stack, browser: Browser) -> None:
     # An operator at work: a big order held for approval, a reason being typed, and the
     # order's record of who did what (a refused retry-now included).
     held = stack.place("MN-27", 4, "Frances Allen", wait=False)
-    operator_page = new_page(browser)
+    # Tall enough for the whole order: the inbox banner stays at the window's foot.
+    operator_page = browser.new_context(viewport={"width": 1400, "height": 1500}).new_page()
+    operator_page.set_default_timeout(30_000)
     operator_page.goto(f"{stack.url}/orders/{held}/")
     expect(row(operator_page, held)).to_have_attribute("data-order-status", "awaiting_approval")
     stack.manage("order", "retry-now", str(held), "--step", "payment", ok=(0, 1, 2))
     expect(operator_page.locator('[data-history="retry-now"]')).to_be_visible()
     approve = operator_page.locator('[data-action="approve"]')
     approve.locator("input[name=reason]").fill("known customer, confirmed by phone")
-    shoot(operator_page, "operator.png", full_page=True)
+    shoot(operator_page, "operator.png", full_page=False)
     approve.get_by_role("button", name="Approve").click()
     expect(row(operator_page, held)).to_have_attribute("data-order-status", "completed")
     operator_page.context.close()
