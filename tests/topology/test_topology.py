@@ -93,7 +93,9 @@ def test_an_order_placed_on_web_1_is_seen_live_once_per_fragment_on_web_2(topolo
     for page, _ in watchers.values():
         order = page.locator(f"#order-{number}")
         expect(order).to_have_attribute("data-order-status", "completed", timeout=60_000)
-        expect(order.locator('[data-step="payment"][data-state]')).to_have_attribute("data-attempt", "4")
+        expect(order.locator('[data-step="payment"][data-state]')).to_have_attribute(
+            "data-attempt", "4"
+        )
     for url, (_, frames) in watchers.items():
         fragments = frames.carrying(f'id="order-{number}"')
         # Three retries (7 s of backoff), then the rest of the flow: several different
