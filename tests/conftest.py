@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.core.management.commands import flush
 from django.db import connection
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -49,6 +50,30 @@ hypothesis_settings.register_profile(
     "thorough", parent=hypothesis_settings.get_profile("fast"), max_examples=1000
 )
 hypothesis_settings.load_profile("fast")
+
+
+_flush_once = flush.Command.handle
+
+
+def _flush_patiently(self: flush.Command, *args: object, **options: object) -> None:
+    """Empty the test database between tests, waiting out a write lock held a little too
+    long (SQLite's busy timeout is 20 s) by what a test just ended (worker processes it
+    killed, threads finishing an attempt): the next test would otherwise start dirty.
+    Each wait is reported with the threads still alive, so the holder can be found."""
+    for attempt in range(1, 4):
+        try:
+            return _flush_once(self, *args, **options)
+        except CommandError as exc:
+            if "couldn't be flushed" not in str(exc) or attempt == 3:
+                raise
+            alive = ", ".join(sorted(thread.name for thread in threading.enumerate()))
+            print(
+                f"test database locked at flush (try {attempt}); threads: {alive}", file=sys.stderr
+            )
+            time.sleep(1)
+
+
+flush.Command.handle = _flush_patiently
 
 
 @pytest.hookimpl(trylast=True)
