@@ -279,9 +279,8 @@ def _chaos_panel(
     request: HttpRequest, form: ChaosForm | None = None, error: str = "", status: int = 200
 ) -> HttpResponse:
     context = chaos.panel_context() | {"chaos_form": form or ChaosForm(), "chaos_error": error}
-    if request.htmx:  # htmx 2 swaps no 4xx answer: the panel says what was wrong instead
-        return render(request, "orders/partials/chaos_panel.html", context)
-    return render(request, "orders/chaos.html", context, status=status)
+    template = "orders/partials/chaos_panel.html" if request.htmx else "orders/chaos.html"
+    return render(request, template, context, status=status)
 
 
 @require_GET
@@ -301,7 +300,7 @@ def bulk_apply(request: HttpRequest, action: str) -> HttpResponse:
         chosen.refusal = "A bulk action runs only once confirmed: start it from the board."
     result = bulk_act(
         chosen,
-        actor=request.user.get_username() or "anonymous (demo mode)",
+        actor=_actor(request),
         user=request.user,
         reason=request.POST.get("reason", "")[:500],
     )
@@ -316,7 +315,7 @@ def chaos_start(request: HttpRequest) -> HttpResponse:
     form = ChaosForm(request.POST)
     if not form.is_valid():
         return _chaos_panel(request, form, status=400)
-    actor = request.user.get_username() or "anonymous (demo mode)"
+    actor = _actor(request)
     try:
         run = chaos.open_run(**form.cleaned_data, actor=actor)
     except chaos.ChaosRefused as refused:
@@ -329,7 +328,7 @@ def chaos_start(request: HttpRequest) -> HttpResponse:
 @operators_only
 def chaos_stop(request: HttpRequest) -> HttpResponse:
     run = chaos.current_run()
-    actor = request.user.get_username() or "anonymous (demo mode)"
+    actor = _actor(request)
     if run is None or not chaos.request_stop(run, actor):
         return _chaos_panel(request, error="No chaos run is placing orders now.", status=409)
     return _chaos_panel(request) if request.htmx else redirect("orders:chaos")

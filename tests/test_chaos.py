@@ -290,7 +290,7 @@ def test_the_dashboard_shows_the_chaos_panel_with_its_start_form(client, catalog
 )
 def test_a_bad_start_says_why_and_starts_nothing(client, catalogue, data, message):
     # A page with the errors for a plain form post; the panel, which htmx swaps, for htmx.
-    for headers, status in (({}, 400), (HTMX, 200)):
+    for headers, status in (({}, 400), (HTMX, 400)):
         response = client.post("/chaos/start/", data, headers=headers)
         assert response.status_code == status
         assert message in response.content.decode()
@@ -303,7 +303,7 @@ def test_a_start_while_a_run_is_under_way_is_refused(client, catalogue):
     assert response.status_code == 409
     assert f"Chaos run #{first.pk} is under way" in response.content.decode()
     response = client.post("/chaos/start/", {"orders": "3", "minutes": "1"}, headers=HTMX)
-    assert 'data-chaos-error="true"' in response.content.decode()
+    assert response.status_code == 409 and 'data-chaos-error="true"' in response.content.decode()
     assert ChaosRun.objects.count() == 1
 
 
