@@ -94,6 +94,10 @@ def setup_django(db_path: Path, workdir: Path) -> dict[str, str]:
     import django
 
     django.setup()
+    from django.core.management import call_command
+
+    # DEBUG is off, as in production: static files are served only once collected.
+    call_command("collectstatic", "--no-input", verbosity=0)
     return env
 
 

@@ -61,7 +61,9 @@ BOARD_CLOCK_S = 5.0  # a board showing orders on a step: their time there (and s
 STATUS_EVERY_S = 1.0
 # The metrics are per minute over 15 minutes: a few seconds late is still right, and a
 # slow clock keeps their six window queries off the busy path.
-METRICS_EVERY_S = 3.0
+METRICS_EVERY_S = 3.0  # while orders move
+# While nothing moves, the strip's per-minute windows still roll on: this often is enough.
+METRICS_QUIET_S = 15.0
 ASKS_AT_ONCE = 32  # Temporal calls in flight at once: waiting on the server, not CPU
 
 
@@ -131,6 +133,8 @@ class Hub:
         self._switches_html = ""
         self._status_html = ""
         self._metrics_at = 0.0
+        self._metrics_quiet_at = 0.0
+        self._metrics_signature: tuple | None = None  # the board's, when metrics were made
         self._metrics_html = ""
         self._metrics_worker = ""  # the worker status the metrics last sent show
         self._worker_checked_at = -1e9
@@ -301,6 +305,8 @@ class Hub:
             self._start("board", self._publish_board())
         if self.board_watchers and self._metrics_due(now):
             self._metrics_at = now + METRICS_EVERY_S
+            self._metrics_quiet_at = now + METRICS_QUIET_S
+            self._metrics_signature = self._board_signature
             self._start("metrics", self._publish_metrics())
         await self._refresh_orders(now)
         for pk in self._due_asks(now):
@@ -446,8 +452,13 @@ class Hub:
     def _metrics_due(self, now: float) -> bool:
         if self._worker_checked_at < 0:
             return False  # the strip says whether the worker is up: know it first
-        # On their clock, and at once when the worker came or went.
-        return now >= self._metrics_at or self.worker != self._metrics_worker
+        # At once when the worker came or went; every few seconds while any order moves
+        # (the board's signature, read anyway); now and then while nothing does.
+        if self.worker != self._metrics_worker:
+            return True
+        if now < self._metrics_at:
+            return False
+        return self._board_signature != self._metrics_signature or now >= self._metrics_quiet_at
 
     async def _publish_metrics(self) -> None:
         worker = self.worker
