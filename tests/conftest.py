@@ -7,7 +7,10 @@ workflow id prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import os
+import signal
 import sys
 import threading
 import time
@@ -19,7 +22,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.core.management.commands import flush
-from django.db import connection
+from django.db import connection, connections
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
@@ -55,11 +58,28 @@ hypothesis_settings.load_profile("fast")
 _flush_once = flush.Command.handle
 
 
+def _processes_holding(path: str) -> list[tuple[int, str]]:
+    """The processes with the database file (or its -wal/-shm) open, from /proc."""
+    holders = []
+    for fds in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [os.readlink(fd) for fd in fds.iterdir()]
+            command = (fds.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if any(link.startswith(path) for link in links):
+            holders.append((int(fds.parent.name), command.strip()))
+    return holders
+
+
 def _flush_patiently(self: flush.Command, *args: object, **options: object) -> None:
-    """Empty the test database between tests, waiting out a write lock held a little too
-    long (SQLite's busy timeout is 20 s) by what a test just ended (worker processes it
-    killed, threads finishing an attempt): the next test would otherwise start dirty.
-    Each wait is reported with the threads still alive, so the holder can be found."""
+    """Empty the test database between tests, whatever an earlier test left behind.
+
+    SQLite's busy timeout is 20 s. A process an earlier test started and did not stop
+    (a worker, the plain runner) can hold the write lock for longer: it is named and
+    killed here, so that the next test starts on an empty database and the leak shows
+    in the log. The threads still alive are named too, for a lock held in this process.
+    """
     for attempt in range(1, 4):
         try:
             return _flush_once(self, *args, **options)
@@ -67,9 +87,17 @@ def _flush_patiently(self: flush.Command, *args: object, **options: object) -> N
             if "couldn't be flushed" not in str(exc) or attempt == 3:
                 raise
             alive = ", ".join(sorted(thread.name for thread in threading.enumerate()))
+            name = str(connections[options.get("database") or "default"].settings_dict["NAME"])
+            holders = _processes_holding(name)
             print(
-                f"test database locked at flush (try {attempt}); threads: {alive}", file=sys.stderr
+                f"test database locked at flush (try {attempt}); threads: {alive};"
+                f" processes with it open: {holders}",
+                file=sys.stderr,
             )
+            for pid, _ in holders:
+                if pid != os.getpid():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             time.sleep(1)
 
 
