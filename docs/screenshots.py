@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from orderdash.stack import CHROMIUM, CHROMIUM_ARGS, LocalStack, throwaway_env  # noqa: E402
+from orderdash.stack import CHROMIUM, LocalStack, chromium, throwaway_env  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
@@ -198,12 +198,8 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     # Retries back off 1, 2, 4, 8 s: give every wait room for that.
     expect.set_options(timeout=30_000)
-    with running_stack() as stack, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            take_screenshots(stack, browser)
-        finally:
-            browser.close()
+    with running_stack() as stack, chromium() as browser:
+        take_screenshots(stack, browser)
 
 
 if __name__ == "__main__":

@@ -57,10 +57,9 @@ def apply(client, action: str, data: dict) -> str:
     return response.content.decode()
 
 
-def test_bulk_retry_now_retries_every_order_retrying_on_payment_and_says_which_it_could_not(
-    client, live_temporal, catalogue, monkeypatch
-):
-    # A long backoff: without retry-now the next payment attempt would come after 60 s.
+def two_orders_retrying_payment(monkeypatch) -> list:
+    """Two Temporal orders retrying payment (down) on a long backoff: without an operator
+    the next payment attempt would come only after 60 s."""
     minute = timedelta(seconds=60)
     slow = replace(RETRY_TABLE["payment"], initial_interval=minute, maximum_interval=minute)
     monkeypatch.setitem(RETRY_TABLE, "payment", slow)
@@ -68,6 +67,13 @@ def test_bulk_retry_now_retries_every_order_retrying_on_payment_and_says_which_i
     orders = [place(), place()]
     for order in orders:
         wait_for_step(order, "payment", "retrying")
+    return orders
+
+
+def test_bulk_retry_now_retries_every_order_retrying_on_payment_and_says_which_it_could_not(
+    client, live_temporal, catalogue, monkeypatch
+):
+    orders = two_orders_retrying_payment(monkeypatch)
     # The plain script retrying on payment too: it has no way to be told anything.
     plain = database_order(
         catalogue, engine=Engine.PLAIN, inventory="completed", payment="retrying"
@@ -122,13 +128,7 @@ def test_bulk_cancel_cancels_what_is_in_flight_and_names_the_order_it_could_not(
 def test_bulk_pause_holds_every_selected_order_until_a_bulk_resume(
     client, live_temporal, catalogue, monkeypatch
 ):
-    minute = timedelta(seconds=60)
-    slow = replace(RETRY_TABLE["payment"], initial_interval=minute, maximum_interval=minute)
-    monkeypatch.setitem(RETRY_TABLE, "payment", slow)
-    set_switch("payment", "down")
-    orders = [place(), place()]
-    for order in orders:
-        wait_for_step(order, "payment", "retrying")
+    orders = two_orders_retrying_payment(monkeypatch)
     count, upto = confirm(client, "pause", "service=payment")
     assert count == 2
     html = apply(client, "pause", {"service": "payment", "upto": upto})

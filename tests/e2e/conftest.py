@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orderdash.stack import CHROMIUM, CHROMIUM_ARGS, LocalStack, throwaway_env
+from orderdash.stack import LocalStack, chromium, throwaway_env
 
 # One manage.py process for all five switches: each process start costs a second or two.
 RESET_SWITCHES = (
@@ -55,13 +55,8 @@ def browser():
     # Orders take seconds of retries and backoff; assertions wait for them, never sleep.
     expect.set_options(timeout=30_000)
     # Fail, never skip: a missing browser must turn CI red, not hide the page tests.
-    assert CHROMIUM.exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

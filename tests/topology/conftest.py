@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from orderdash.stack import CHROMIUM, CHROMIUM_ARGS, LocalStack, free_port
+from orderdash.stack import LocalStack, chromium, free_port
 from tests.topology.compose import app_environment
 
 OPERATOR = "opal"
@@ -91,14 +91,11 @@ def topology(temporal_server, tmp_path_factory) -> Iterator[Topology]:
 @pytest.fixture(scope="module")
 def topology_browser():
     """Chromium for one module: closed before the e2e tests start their own."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)
-    assert CHROMIUM.exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
