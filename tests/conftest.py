@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.core.management.commands import flush
 from django.db import connection, connections
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
@@ -72,6 +75,29 @@ def _processes_holding(path: str) -> list[tuple[int, str]]:
     return holders
 
 
+# Every database connection the test process opens, in whatever thread: a connection left
+# inside a write transaction by a thread (SQLite takes one writer) blocks the flush.
+_connections_made: weakref.WeakSet = weakref.WeakSet()
+
+
+@receiver(connection_created)
+def _remember_connection(sender: object, connection: object, **kwargs: object) -> None:
+    _connections_made.add(connection)
+
+
+def _release_other_threads_writes() -> list[str]:
+    """Roll back a write transaction another thread's connection left open; say whose."""
+    released = []
+    for wrapper in list(_connections_made):
+        raw = getattr(wrapper, "connection", None)
+        if raw is None or wrapper is connections[wrapper.alias] or not raw.in_transaction:
+            continue
+        released.append(f"{wrapper.alias} connection {id(wrapper):#x}")
+        with contextlib.suppress(Exception):
+            raw.rollback()  # Django opens SQLite connections with check_same_thread=False
+    return released
+
+
 def _flush_patiently(self: flush.Command, *args: object, **options: object) -> None:
     """Empty the test database between tests, whatever an earlier test left behind.
 
@@ -89,9 +115,10 @@ def _flush_patiently(self: flush.Command, *args: object, **options: object) -> N
             alive = ", ".join(sorted(thread.name for thread in threading.enumerate()))
             name = str(connections[options.get("database") or "default"].settings_dict["NAME"])
             holders = _processes_holding(name)
+            released = _release_other_threads_writes()
             print(
                 f"test database locked at flush (try {attempt}); threads: {alive};"
-                f" processes with it open: {holders}",
+                f" processes with it open: {holders}; transactions rolled back: {released}",
                 file=sys.stderr,
             )
             for pid, _ in holders:
