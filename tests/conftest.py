@@ -39,6 +39,7 @@ from orders.placement import create_order
 from orders.simulator.models import Mode, Product, ServiceSwitch
 from orders.temporal import order_workflow_id
 from worker.activities import ALL_ACTIVITIES
+from worker.main import workflow_runner
 from worker.workflows import OrderWorkflow
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -166,6 +167,7 @@ async def skipping_worker(time_skipping_env, workflow_id_prefix, transactional_d
             time_skipping_env.client,
             task_queue=task_queue,
             workflows=[OrderWorkflow],
+            workflow_runner=workflow_runner(),
             activities=ALL_ACTIVITIES,
             activity_executor=executor,
         ):
@@ -237,6 +239,7 @@ class BackgroundWorker:
                     client,
                     task_queue=self.task_queue,
                     workflows=[OrderWorkflow],
+                    workflow_runner=workflow_runner(),
                     activities=ALL_ACTIVITIES,
                     activity_executor=executor,
                 ):
