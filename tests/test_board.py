@@ -13,7 +13,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orderdash.settings import envstuck
-from orderdash.stack import free_port
 from orders.board import BOARD_ROWS, BoardFilter, parse_filter
 from orders.live import _board_signature
 from orders.models import Engine, Order, OrderStep
@@ -281,28 +280,3 @@ def test_the_filter_is_parsed_into_one_canonical_form():
     assert board_filter.page_query(3) == "state=retrying&service=payment&page=3"
     assert BoardFilter().page_query(1) == ""
     assert board_filter.describe() == "a step retrying now, on service payment"
-
-
-def test_an_order_placed_from_a_filtered_board_shows_only_if_it_matches(
-    client, catalogue, settings
-):
-    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"  # Temporal away: the order is queued
-    settings.TEMPORAL_RPC_TIMEOUT = settings.TEMPORAL_START_WAIT = 0.3
-    data = {
-        "product": "KB-01",
-        "quantity": "1",
-        "customer_name": "Ada Lovelace",
-        "email": "ada@example.com",
-        "address": "12 Analytical Row",
-    }
-    for query, shows in (("status=failed", False), ("status=queued", True)):
-        response = client.post(
-            "/orders/new/",
-            data,
-            HTTP_HX_REQUEST="true",
-            HTTP_HX_CURRENT_URL=f"http://testserver/?{query}",
-        )
-        html = response.content.decode()
-        order = Order.objects.latest("id")
-        assert 'id="order-list"' in html
-        assert (f'id="order-{order.pk}"' in html) == shows
