@@ -16,9 +16,6 @@ from orders.contract import STEP_CALLS, OrderStatus, StepState, step_key
 from orders.models import Order, OrderStep
 from orders.simulator.models import Outcome, ServiceCall
 
-# States an attempt records; the saga's verdicts (compensated, skipped) come with the finish.
-ATTEMPT_STATES = (StepState.RUNNING, StepState.RETRYING, StepState.COMPLETED, StepState.FAILED)
-
 
 def record_step(
     order_id: int,
@@ -60,7 +57,9 @@ def record_step(
     with transaction.atomic():
         if not steps.update(**fields):
             return False
-        _touch(order_id, running=state in ATTEMPT_STATES)
+        # Only a starting attempt turns the order running: whatever an attempt records
+        # later (retrying, completed, failed) follows its own start.
+        _touch(order_id, running=state == StepState.RUNNING)
     return True
 
 
