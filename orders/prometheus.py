@@ -35,7 +35,8 @@ class OrderdashCollector(Collector):
 
         attempts = CounterMetricFamily(
             "orderdash_step_attempts",
-            "Attempts at a service call, from the ledger, by service and outcome.",
+            "Attempts at a service call, from the ledger, by service and the outcome each"
+            " was first recorded with (an attempt recorded lost that answers late stays lost).",
             labels=["service", "outcome"],
         )
         for (service, outcome), count in metrics.attempts_by_service_and_outcome().items():

@@ -19,10 +19,12 @@ from orderdash.stack import LocalStack, free_port, run_manage, throwaway_env, wa
 from orders.charts import nice_scale
 from orders.contract import SERVICES, OrderStatus
 from orders.live import hub
-from orders.metrics import CHART_MINUTES, Ending, current_metrics
+from orders.metrics import CHART_MINUTES, Ending, attempts_by_service_and_outcome, current_metrics
 from orders.models import Engine, Order
 from orders.placement import create_order, place_order
+from orders.simulator import services
 from orders.simulator.models import Outcome, ServiceCall
+from orders.steps import record_lost_attempts
 from tests.conftest import set_switch
 from tests.test_consumers import connect, receive_until
 from tests.test_monitoring import dashboard_metrics
@@ -263,6 +265,50 @@ def test_metrics_counts_orders_and_attempts_as_the_database_does_after_real_orde
     assert samples[("orderdash_orders", (("engine", "temporal"), ("status", "queued")))] == 1
     assert samples[("orderdash_orders_in_flight", ())] == 0
     assert samples[("orderdash_worker_up", ())] == 1
+
+
+def test_an_attempt_recorded_lost_that_answers_late_stays_counted_as_lost(client, catalogue):
+    """Counters never go down: the late answer changes the ledger row, not the count."""
+    order = create_order(
+        {
+            "product": catalogue["KB-01"],
+            "quantity": 1,
+            "customer_name": "Radia Perlman",
+            "email": "radia@example.com",
+            "address": "1 Spanning Tree",
+        }
+    )
+    key = f"order-{order.pk}:charge"
+    # Attempt 2 starts and finds attempt 1 without an answer: lost with its worker.
+    record_lost_attempts(order.pk, "payment", "charge", before=2, idempotency_key=key)
+    before = scrape(client)
+    # Then attempt 1 answers after all, and its row says so.
+    late = services.CallContext(
+        order_id=order.pk,
+        idempotency_key=key,
+        attempt=1,
+        started_at=timezone.now(),
+        timeout_s=10,
+        heartbeat=lambda: None,
+        worker="4242@worker",
+    )
+    services.charge_payment(late, 2900)
+    assert ServiceCall.objects.get(order=order, attempt=1).outcome == Outcome.OK
+    after = scrape(client)
+
+    attempts = "orderdash_step_attempts_total"
+    lost, ok = ((attempts, (("outcome", o), ("service", "payment"))) for o in ("lost", "ok"))
+    assert (before[lost], after[lost]) == (1, 1)
+    assert (before[ok], after[ok]) == (0, 0)
+    assert all(after[name] >= value for name, value in before.items() if name[0] == attempts)
+    # The rows whose outcome changed are read through their own (partial) index.
+    with CaptureQueriesContext(connection) as queries:
+        attempts_by_service_and_outcome()
+    with connection.cursor() as cursor:
+        for query in queries:
+            cursor.execute("EXPLAIN QUERY PLAN " + query["sql"])
+            plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "USING COVERING INDEX" in plan, plan
 
 
 TOKEN = "a-scrape-token-0123456789"

@@ -118,6 +118,12 @@ class ServiceCall(models.Model):
     attempt = models.PositiveIntegerField()
     # Indexed, as operation: the ledger's list in the admin counts by them.
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
+    # The outcome this row was first written with, kept once a later write changes it (an
+    # attempt recorded lost that answers late): Prometheus counts attempts by it, and a
+    # counter must never go down. Empty while the outcome is still the first one.
+    first_outcome = models.CharField(
+        max_length=16, choices=Outcome.choices, blank=True, default="", editable=False
+    )
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
     # The worker that ran the attempt (Temporal's worker identity, "<pid>@<host>"): with
@@ -140,6 +146,11 @@ class ServiceCall(models.Model):
             # attempts by service and outcome for Prometheus, each read from an index alone.
             models.Index(fields=["created_at", "service", "attempt"], name="call_recent"),
             models.Index(fields=["service", "outcome"], name="call_service_outcome"),
+            models.Index(
+                fields=["service", "first_outcome", "outcome"],
+                name="call_outcome_changed",
+                condition=~models.Q(first_outcome=""),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -238,7 +238,10 @@ def _record(
     except IntegrityError:
         # The same attempt again: a crash row being completed, or an attempt that
         # timed out and answered after all.
-        ServiceCall.objects.filter(**attempt).update(**row)
+        # The outcome it was first written with stays behind for the counters (the
+        # right-hand side reads the row as it was before this update).
+        first = Case(When(first_outcome="", then=F("outcome")), default=F("first_outcome"))
+        ServiceCall.objects.filter(**attempt).update(**row, first_outcome=first)
 
 
 def _create_once(model: type[M], key: str, **fields: object) -> tuple[M, bool]:
