@@ -122,7 +122,12 @@ class ServiceCall(models.Model):
     # attempt recorded lost that answers late): Prometheus counts attempts by it, and a
     # counter must never go down. Empty while the outcome is still the first one.
     first_outcome = models.CharField(
-        max_length=16, choices=Outcome.choices, blank=True, default="", editable=False
+        max_length=16,
+        choices=Outcome.choices,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
     )
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
