@@ -22,10 +22,6 @@ log = logging.getLogger("worker")
 # replay the workflow from its history after this (a replay costs them milliseconds too).
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=2)
 HEARTBEAT_THROTTLE = timedelta(seconds=0.5)
-# Activity polls in flight at once. Each holds an activity slot while it waits; slots left
-# free let Temporal hand the workflow its next activity in the reply to the workflow task
-# (eager dispatch), which saves the server a task queue round trip per step.
-ACTIVITY_POLLS = 2
 
 
 def workflow_runner() -> WorkflowRunner:
@@ -126,7 +122,6 @@ async def run_worker() -> None:
             activities=ALL_ACTIVITIES,
             activity_executor=executor,
             max_concurrent_activities=threads,
-            max_concurrent_activity_task_polls=ACTIVITY_POLLS,
             # A killed worker takes the workflows it had cached with it: their next task
             # waits this long on its sticky queue before any worker may take it (default 10 s).
             sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
