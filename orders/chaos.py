@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -250,22 +250,31 @@ def open_run(
             "No product in the catalogue is priced under the approval threshold:"
             " seed the catalogue first (python manage.py seed_demo)."
         )
-    # One transaction, so two people pressing start at once get one run (SQLite takes
-    # its write lock first; PostgreSQL would need a lock row for the same guarantee).
-    with transaction.atomic():
-        running = current_run()
-        if running is not None and running.active:
-            raise ChaosRefused(
-                f"Chaos run #{running.pk} is under way (started by {running.started_by});"
-                " stop it or wait for its scoreboard."
+    running = current_run()
+    if running is not None and running.active:
+        raise _under_way(running)
+    try:
+        with transaction.atomic():
+            return ChaosRun.objects.create(
+                started_by=actor,
+                orders_per_engine=orders,
+                minutes=minutes,
+                seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
+                temporal_restarts=temporal_restarts,
             )
-        return ChaosRun.objects.create(
-            started_by=actor,
-            orders_per_engine=orders,
-            minutes=minutes,
-            seed=random.SystemRandom().randrange(2**31) if seed is None else seed,
-            temporal_restarts=temporal_restarts,
-        )
+    except IntegrityError:
+        # Two people pressed start at once: both passed the check above, and the
+        # database let one row in (one running run, a constraint on ChaosRun).
+        raise _under_way(current_run()) from None
+
+
+def _under_way(run: ChaosRun | None) -> ChaosRefused:
+    if run is None:
+        return ChaosRefused("Another chaos run started just now; wait for its scoreboard.")
+    return ChaosRefused(
+        f"Chaos run #{run.pk} is under way (started by {run.started_by});"
+        " stop it or wait for its scoreboard."
+    )
 
 
 def request_stop(run: ChaosRun, actor: str) -> bool:

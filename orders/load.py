@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from django.db import close_old_connections, connections
+from django.db import IntegrityError, close_old_connections, connections, transaction
 from django.utils import timezone
 
 from orders.contract import OrderStatus
@@ -49,13 +49,19 @@ def create_run(cleaned: dict, *, actor: str) -> LoadRun:
         raise LoadRunning(f"Load run #{running.pk} is still running: stop it first.")
     if running is not None:  # its process died: say so, and take its place
         _finish(running, LoadRun.State.INTERRUPTED, "its process stopped mid-run")
-    return LoadRun.objects.create(
-        total=cleaned["orders"],
-        rate=cleaned["rate"],
-        engine=cleaned["engine"],
-        mix=cleaned.get("mix", ""),
-        actor=actor,
-    )
+    try:
+        with transaction.atomic():
+            return LoadRun.objects.create(
+                total=cleaned["orders"],
+                rate=cleaned["rate"],
+                engine=cleaned["engine"],
+                mix=cleaned.get("mix", ""),
+                actor=actor,
+            )
+    except IntegrityError:  # another start got in between the check and this insert
+        running = current_run()
+        number = f" #{running.pk}" if running else ""
+        raise LoadRunning(f"Load run{number} is still running: stop it first.") from None
 
 
 def current_run() -> LoadRun | None:

@@ -221,6 +221,13 @@ class LoadRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # One run at a time, kept by the database: two starts at the same moment both
+            # pass the check in orders/load.py, and only one of their rows goes in.
+            models.UniqueConstraint(
+                fields=["state"], condition=models.Q(state="running"), name="one_load_run_running"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"load run #{self.pk}: {self.placed}/{self.total} at {self.rate:g}/s, {self.state}"
@@ -269,6 +276,12 @@ class ChaosRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # One new run at a time, kept by the database (see orders/chaos.py `open_run`).
+            models.UniqueConstraint(
+                fields=["state"], condition=models.Q(state="running"), name="one_chaos_run_running"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Chaos run #{self.pk} ({self.state})"

@@ -10,9 +10,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from orders import chaos as chaos_module
+from orders import load as load_module
+from orders.chaos import open_run
 from orders.contract import OrderStatus
 from orders.load import engine_sequence
-from orders.models import LoadRun, Order
+from orders.models import ChaosRun, LoadRun, Order
 
 HTMX = {"HX-Request": "true"}
 
@@ -150,3 +153,22 @@ def test_outside_demo_mode_a_viewer_may_not_start_a_load(client, settings, catal
     assert response.status_code == 403
     assert not LoadRun.objects.exists()
     assert client.get("/load/").status_code == 200  # watching is allowed
+
+
+@pytest.mark.parametrize("kind", ["load", "chaos"])
+def test_two_starts_at_the_same_moment_make_one_run(catalogue, monkeypatch, kind):
+    """Both starts pass the check before either row is in (as two web processes can):
+    the database takes one, and the other start is refused with the usual words."""
+    if kind == "load":
+        first = LoadRun.objects.create(total=10, rate=1, engine="temporal", actor="someone")
+        monkeypatch.setattr(load_module, "current_run", lambda: None)  # the check saw nothing
+        cleaned = {"orders": 1, "rate": 1, "engine": "temporal"}
+        with pytest.raises(load_module.LoadRunning, match="is still running: stop it first"):
+            load_module.create_run(cleaned, actor="someone else")
+        assert list(LoadRun.objects.all()) == [first]
+    else:
+        first = open_run(orders=5, minutes=1, actor="olga")
+        monkeypatch.setattr(chaos_module, "current_run", lambda: None)
+        with pytest.raises(chaos_module.ChaosRefused, match="started just now"):
+            open_run(orders=5, minutes=1, actor="pat")
+        assert list(ChaosRun.objects.all()) == [first]
