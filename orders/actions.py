@@ -105,11 +105,13 @@ def cancel(order: Order, actor: str, reason: str, step: str) -> str:
     _on_temporal(order)
     if order.status == OrderStatus.QUEUED:
         # Temporal never had it: nothing was done, so nothing needs undoing.
+        now = timezone.now()
         cancelled = Order.objects.filter(pk=order.pk, status=OrderStatus.QUEUED).update(
             status=OrderStatus.CANCELLED,
             failure_reason=f"Cancelled by {actor} before it started" + _why(reason),
             cancel_requested_by=actor,
-            finished_at=timezone.now(),
+            finished_at=now,
+            updated_at=now,  # the change the live board watches for (an update() skips auto_now)
         )
         if cancelled:
             # A start whose answer was lost may have gone through after all: tell it too.

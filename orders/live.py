@@ -9,9 +9,10 @@ Temporal's schedule (or while a saga runs), and otherwise on a slow periodic rou
 Temporal load grows with the orders watched, never with the number of sockets. The board
 and the worker status are refreshed by the same loop on their own, slower clocks, and so
 are the board's metrics (strip and charts), rendered once per round for every board; each
-board socket watches its own filter and page (orders/board.py), and a board is rendered
-again only when the newest change to any order (an index lookup, whatever the number of
-orders) or a switch moved.
+board socket watches its own filter and page (orders/board.py), and a board is read and
+rendered again only when the newest change to any order (an index lookup, whatever the
+number of orders) or a switch moved; a board showing orders on a step is rendered again
+from the rows it read as their time there grows.
 
 Rendering lives in orders/render.py, the picture of one order in orders/progress.py.
 """
@@ -113,6 +114,7 @@ class BoardWatch:
     channels: set[str] = field(default_factory=set)
     html: str = ""
     ticking: bool = False  # it shows orders on a step: re-rendered as their time grows
+    page: dict | None = None  # the rows last read, rendered again while nothing moves
 
 
 class Hub:
@@ -129,7 +131,8 @@ class Hub:
         self._jobs: set[asyncio.Task] = set()  # asks and refreshes under way
         self._busy: set[str] = set()  # names of the periodic refreshes under way
         self._board_at = self._status_at = 0.0
-        self._board_signature: tuple | None = None
+        self._board_signature: tuple | None = None  # the database's, as last rendered
+        self._board_clock = 0  # the BOARD_CLOCK_S period last rendered (0: not ticking)
         self._switches_html = ""
         self._status_html = ""
         self._metrics_at = 0.0
@@ -208,7 +211,7 @@ class Hub:
 
         def render() -> tuple[str, str]:
             lists, switches = render_boards([query])
-            return lists[query][0], switches
+            return lists[query].html, switches or ""
 
         return await self._render_once(f"board?{query}", render)
 
@@ -292,8 +295,17 @@ class Hub:
             return started + TICK_S
         clocks = [self._status_at] if self.status_watchers else []
         if self.board_watchers:
-            clocks += [self._board_at, self._metrics_at]
+            clocks += [self._board_at, self._metrics_next_at()]
         return max(started + TICK_S, min(clocks, default=started + TICK_S))
+
+    def _metrics_next_at(self) -> float:
+        """When the metrics may fall due. While nothing moved that is their quiet clock,
+        not the busy one: waking on the busy one would find nothing to do, every TICK_S
+        until the quiet one came. A move is seen by the board's check, on a clock of its
+        own, and a worker that came or went by the status's."""
+        if self._board_signature == self._metrics_signature:
+            return max(self._metrics_at, self._metrics_quiet_at)
+        return self._metrics_at
 
     async def tick(self, now: float, limit: asyncio.Semaphore) -> None:
         """One round: worker status and board on their clocks, then the watched orders."""
@@ -430,24 +442,31 @@ class Hub:
 
     async def _publish_board(self) -> None:
         ticking = any(board.ticking for board in self.boards.values())
-        signature = await database_sync_to_async(_board_signature)(ticking)
-        if signature == self._board_signature:
+        signature = await database_sync_to_async(_board_signature)()
+        period = int(time.time() // BOARD_CLOCK_S)
+        if signature == self._board_signature and (period if ticking else 0) == self._board_clock:
             return
-        lists, switches = await database_sync_to_async(render_boards)(list(self.boards))
-        for query, (html, ticks) in lists.items():
+        # Only the clock moved: the orders on a step have been there longer. The pages
+        # read last are rendered again as of now, without reading (and counting) again.
+        pages = {}
+        if signature == self._board_signature:
+            pages = {query: board.page for query, board in self.boards.items() if board.page}
+        lists, switches = await database_sync_to_async(render_boards)(list(self.boards), pages)
+        for query, rendered in lists.items():
             board = self.boards.get(query)  # some left while we rendered
             if board is None:
                 continue
-            board.ticking = ticks
-            if html != board.html:
-                await _send(board.channels, html)
-                board.html = html
-        if switches != self._switches_html:
+            board.ticking, board.page = rendered.ticking, rendered.page
+            if rendered.html != board.html:
+                await _send(board.channels, rendered.html)
+                board.html = rendered.html
+        if switches is not None and switches != self._switches_html:
             await _send(self.board_channels, switches)
             self._switches_html = switches
         if self.boards.keys() <= lists.keys():
             # Not when a board first watched meanwhile was left out: it is rendered next tick.
-            self._board_signature = signature
+            ticking = any(board.ticking for board in self.boards.values())
+            self._board_signature, self._board_clock = signature, period if ticking else 0
 
     def _metrics_due(self, now: float) -> bool:
         if self._worker_checked_at < 0:
@@ -577,32 +596,28 @@ def _order_signatures(order_ids: list[int]) -> dict[int, tuple]:
         return {row[0]: row[1:] for row in cursor.fetchall()}
 
 
-def _board_signature(ticking: bool) -> tuple:
+def _board_signature() -> tuple:
     """What moves any board: the newest order and the newest change to one (two index
-    lookups, whatever the number of orders), the switches, plain-script orders going
-    quiet, and, while a board shows orders on a step, the clock."""
-    switches = ServiceSwitch.objects.order_by("id").values_list(
-        "mode", "failures_left", "latency_ms"
-    )
+    lookups, whatever the number of orders), plain-script orders going quiet, and the
+    switches. Read four times a second, so in plain SQL, as _order_signatures."""
+    table = connection.ops.quote_name(Order._meta.db_table)
+    switches = connection.ops.quote_name(ServiceSwitch._meta.db_table)
+    # Each MAX in a subquery of its own: SQLite and PostgreSQL then read it off the end
+    # of its index; two in one SELECT (an aggregate() of both) would scan every order.
     # A plain-script order turns "lost" by going quiet, which changes no row: count them
     # (few: the status index finds the running ones).
-    stalled = Order.objects.filter(
-        engine=Engine.PLAIN,
-        status=OrderStatus.RUNNING,
-        updated_at__lt=timezone.now() - timedelta(seconds=Order.PLAIN_STALL_S),
-    ).count()
-    clock = int(time.time() // BOARD_CLOCK_S) if ticking else 0
-    return (_newest_order_change(), tuple(switches), stalled, clock)
-
-
-def _newest_order_change() -> tuple:
-    # Each MAX in a query of its own: SQLite and PostgreSQL then read it off the end of
-    # its index; two in one SELECT (an aggregate() of both) would scan every order.
-    table = connection.ops.quote_name(Order._meta.db_table)
-    sql = f"SELECT (SELECT MAX(id) FROM {table}), (SELECT MAX(updated_at) FROM {table})"  # noqa: S608
+    orders = (
+        f"SELECT (SELECT MAX(id) FROM {table}), (SELECT MAX(updated_at) FROM {table}),"  # noqa: S608
+        f" (SELECT COUNT(*) FROM {table} WHERE engine = %s AND status = %s AND updated_at < %s)"
+    )
+    quiet_since = timezone.now() - timedelta(seconds=Order.PLAIN_STALL_S)
+    values = [Engine.PLAIN.value, OrderStatus.RUNNING.value]
+    values.append(connection.ops.adapt_datetimefield_value(quiet_since))
     with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchone()
+        cursor.execute(orders, values)
+        newest = cursor.fetchone()
+        cursor.execute(f"SELECT mode, failures_left, latency_ms FROM {switches} ORDER BY id")  # noqa: S608
+        return (*newest, tuple(cursor.fetchall()))
 
 
 hub = Hub()

@@ -6,11 +6,13 @@ arrives: in a page, or over a websocket.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import Count, Q
 from django.http import QueryDict
 from django.template.loader import render_to_string
 
-from orders.board import BoardFilter, board_page, parse_filter
+from orders.board import BoardFilter, board_page, parse_filter, retimed
 from orders.charts import stacked_bars
 from orders.contract import OrderStatus, Service
 from orders.metrics import Ending, Metrics
@@ -94,18 +96,40 @@ def board_context(board_filter: BoardFilter | None = None, page: int = 1) -> dic
     return switches_context() | board_page(board_filter or BoardFilter(), page)
 
 
-def render_order_list(query: str = "") -> tuple[str, bool]:
-    """The board as a socket watching these query parameters (filter and page) sees it,
-    and whether it shows an order on a step (its time there grows, stuck or not)."""
-    board_filter, page, _ = parse_filter(QueryDict(query))  # checked when the socket came
-    context = board_page(board_filter, page) | {"oob": True, "live": True}
-    ticking = any(row.since for row in context["rows"])
-    return render_to_string("orders/partials/order_list.html", context), ticking
+@dataclass
+class BoardList:
+    """One watched board's list as rendered, and the page it was rendered from."""
+
+    html: str
+    ticking: bool  # it shows an order on a step: its time there grows, stuck or not
+    page: dict  # the rows read from the database (board_page), to render again as time passes
 
 
-def render_boards(queries: list[str]) -> tuple[dict[str, tuple[str, bool]], str]:
-    """Every watched board's list, and the switches they share."""
-    return {query: render_order_list(query) for query in queries}, render_switches()
+def render_order_list(query: str = "", page: dict | None = None) -> BoardList:
+    """The board as a socket watching these query parameters (filter and page) sees it.
+
+    With the page read before (the hub knows nothing in the database moved since) only
+    the rows' times and stuck marks are taken again: no query, no count of the orders."""
+    if page is None:
+        board_filter, number, _ = parse_filter(QueryDict(query))  # checked when the socket came
+        page = board_page(board_filter, number) | {"oob": True, "live": True}
+    else:
+        page = retimed(page)
+    ticking = any(row.since for row in page["rows"])
+    return BoardList(render_to_string("orders/partials/order_list.html", page), ticking, page)
+
+
+def render_boards(
+    queries: list[str], pages: dict[str, dict] | None = None
+) -> tuple[dict[str, BoardList], str | None]:
+    """Every watched board's list, and the switches they share.
+
+    `pages`: nothing moved in the database since these pages were read; they are rendered
+    again as of now, and the switches, unchanged, are not (None). A board without one
+    is read afresh."""
+    pages = pages or {}
+    lists = {query: render_order_list(query, pages.get(query)) for query in queries}
+    return lists, None if pages else render_switches()
 
 
 def render_switches() -> str:

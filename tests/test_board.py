@@ -250,7 +250,7 @@ def test_a_live_board_render_costs_the_same_queries_with_ten_or_a_hundred_orders
     def cost() -> int:
         with CaptureQueriesContext(connection) as captured:
             render_order_list("state=retrying")
-            _board_signature(ticking=True)
+            _board_signature()
         return len(captured)
 
     for _ in range(10):
@@ -265,7 +265,7 @@ def test_the_live_change_check_reads_indexes_not_every_order(catalogue):
     """What the hub reads four times a second: the newest order and change, off the ends
     of their indexes (SQLite's plan says so), however many orders there are."""
     with CaptureQueriesContext(connection) as captured:
-        _board_signature(ticking=False)
+        _board_signature()
     newest = next(q["sql"] for q in captured if "MAX(updated_at)" in q["sql"])
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN QUERY PLAN {newest}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels import db as channels_db
 
 from orders import live
@@ -13,6 +14,7 @@ from orders.live import Hub, OrderWatch
 from orders.models import OrderStep
 from orders.progress import TemporalView
 from orders.step_state import PendingAttempt
+from orders.steps import record_step
 from orders.temporal import WORKER_UP, WorkflowState
 
 
@@ -156,3 +158,58 @@ async def test_the_hub_closes_stale_database_connections_like_a_request_does(
     hub.orders = {running_order.pk: OrderWatch(channels={"test!socket"}, temporal=TemporalView())}
     await hub.tick(now(), asyncio.Semaphore(1))
     assert closed >= 2  # before and after the tick's hop: signatures and rebuild together
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_board_whose_orders_did_not_move_is_rendered_again_from_the_rows_it_read(
+    running_order, monkeypatch
+):
+    """As the clock moves, a board of orders on a step shows their time again without
+    reading (and counting) the orders; once one changes, the page is read afresh."""
+    await sync_to_async(record_step)(running_order.pk, "payment", "running", attempt=1)
+    given = []
+    render_boards = live.render_boards
+
+    def recording(queries: list[str], pages: dict | None = None):
+        given.append(dict(pages or {}))
+        return render_boards(queries, pages)
+
+    monkeypatch.setattr(live, "render_boards", recording)
+    monkeypatch.setattr(live, "BOARD_CLOCK_S", 1e9)  # the test moves the clock itself
+    hub = Hub()
+    hub.boards = {"": live.BoardWatch(channels={"test!socket"})}
+    await hub._publish_board()
+    board = hub.boards[""]
+    assert board.ticking and f'id="order-{running_order.pk}"' in board.html
+    await hub._publish_board()  # nothing moved, not even the clock: nothing rendered
+    hub._board_clock -= 1  # the clock moved
+    await hub._publish_board()
+    await sync_to_async(record_step)(running_order.pk, "payment", "completed", attempt=1)
+    await hub._publish_board()
+    assert [bool(pages) for pages in given] == [False, True, False]
+    assert 'data-current-step="payment"' not in board.html
+
+
+def test_rendering_a_page_again_as_of_now_reads_nothing(running_order, django_assert_num_queries):
+    record_step(running_order.pk, "payment", "running", attempt=1)
+    first = live.render_boards([""])[0][""]
+    with django_assert_num_queries(0):
+        lists, switches = live.render_boards([""], {"": first.page})
+    assert lists[""].ticking and switches is None  # the switches did not change either
+    assert lists[""].html.count('data-current-step="payment"') == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_quiet_board_sleeps_until_its_next_clock(monkeypatch):
+    """Metrics made and nothing moved since: the loop waits for the board's clock, not
+    TICK_S after TICK_S until the metrics' quiet clock."""
+    hub = Hub()
+    hub.boards = {"": live.BoardWatch(channels={"test!socket"})}
+    hub.status_channels = {"test!socket"}
+    started = now()
+    hub._board_signature = hub._metrics_signature = ("nothing moved",)
+    hub._board_at, hub._status_at = started + live.BOARD_EVERY_S, started + live.STATUS_EVERY_S
+    hub._metrics_at, hub._metrics_quiet_at = started - 1, started + live.METRICS_QUIET_S
+    assert hub._next_tick_at(started) == started + live.BOARD_EVERY_S
+    hub._board_signature = ("an order moved",)  # the metrics are due at the next tick
+    assert hub._next_tick_at(started) == started + live.TICK_S

@@ -149,11 +149,13 @@ def test_a_queued_order_cancelled_before_it_starts_is_never_started(
     settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"  # Temporal away
     order = place_order(keyboard_order())
     assert order.status == "queued"
+    placed = Order.objects.get(pk=order.pk).updated_at
     assert act(order, "cancel", actor="olga").accepted
     settings.TEMPORAL_ADDRESS = reachable  # back: the starter's round finds nothing to start
     assert async_to_sync(starter.start_queued)() == 0
     order.refresh_from_db()
     assert (order.status, order.workflow_id) == ("cancelled", "")
+    assert order.updated_at > placed  # the live board's change check sees it
 
 
 @pytest.mark.django_db(transaction=True)
