@@ -7,10 +7,8 @@ workflow id prefix.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
-import signal
 import sys
 import threading
 import time
@@ -24,6 +22,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.core.management.commands import flush
 from django.db import connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from hypothesis import HealthCheck
@@ -59,77 +58,87 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile("fast")
 
 
-_flush_once = flush.Command.handle
+_flush = flush.Command.handle
 
-
-def _processes_holding(path: str) -> list[tuple[int, str]]:
-    """The processes with the database file (or its -wal/-shm) open, from /proc."""
-    holders = []
-    for fds in Path("/proc").glob("[0-9]*/fd"):
-        try:
-            links = [os.readlink(fd) for fd in fds.iterdir()]
-            command = (fds.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-        if any(link.startswith(path) for link in links):
-            holders.append((int(fds.parent.name), command.strip()))
-    return holders
-
-
-# Every database connection the test process opens, in whatever thread: a connection left
-# inside a write transaction by a thread (SQLite takes one writer) blocks the flush.
-_connections_made: weakref.WeakSet = weakref.WeakSet()
+# Every database connection the test process opens, with the thread that opened it:
+# Django keeps one per thread, out of the other threads' sight.
+_connections_made: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @receiver(connection_created)
 def _remember_connection(sender: object, connection: object, **kwargs: object) -> None:
-    _connections_made.add(connection)
+    _connections_made[connection] = threading.current_thread().name
 
 
-def _release_other_threads_writes() -> list[str]:
-    """Roll back a write transaction another thread's connection left open; say whose."""
-    released = []
-    for wrapper in list(_connections_made):
-        raw = getattr(wrapper, "connection", None)
-        if raw is None or wrapper is connections[wrapper.alias] or not raw.in_transaction:
-            continue
-        released.append(f"{wrapper.alias} connection {id(wrapper):#x}")
-        with contextlib.suppress(Exception):
-            raw.rollback()  # Django opens SQLite connections with check_same_thread=False
-    return released
+def _left_open(wrapper: BaseDatabaseWrapper) -> bool:
+    """Inside a transaction that nothing will end: its thread is gone, or Django does not
+    know of it (as when an exception was raised into the thread right after its BEGIN)."""
+    raw = wrapper.connection
+    if raw is None or not getattr(raw, "in_transaction", False):  # SQLite's connection
+        return False
+    alive = {thread.ident for thread in threading.enumerate()}
+    return wrapper._thread_ident not in alive or not wrapper.in_atomic_block
 
 
-def _flush_patiently(self: flush.Command, *args: object, **options: object) -> None:
-    """Empty the test database between tests, whatever an earlier test left behind.
+def _roll_back_transactions_left_open() -> list[str]:
+    """Roll back the transactions other threads' connections left open; say whose."""
+    others = [
+        wrapper for wrapper in list(_connections_made) if wrapper is not connections[wrapper.alias]
+    ]
+    suspects = [wrapper for wrapper in others if _left_open(wrapper)]
+    if suspects:
+        time.sleep(0.1)  # a running thread may be between its BEGIN and Django's note of it
+    left = []
+    for wrapper in suspects:
+        if _left_open(wrapper):
+            left.append(f"the {wrapper.alias} connection of thread {_connections_made[wrapper]}")
+            wrapper.connection.rollback()  # Django opens SQLite with check_same_thread=False
+    return left
 
-    SQLite's busy timeout is 20 s. A process an earlier test started and did not stop
-    (a worker, the plain runner) can hold the write lock for longer: it is named and
-    killed here, so that the next test starts on an empty database and the leak shows
-    in the log. The threads still alive are named too, for a lock held in this process.
+
+def _write_lock_holders(database: str) -> str:
+    """Who holds SQLite's write lock on the test database (WAL mode: a POSIX lock on byte
+    120 of its -shm file), from /proc/locks: this process or another one."""
+    try:
+        inode = os.stat(f"{database}-shm").st_ino
+        locks = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    except OSError as exc:
+        return f"unknown ({exc})"
+    pids = {
+        int(f[4]) for f in locks if f[1] != "->" and f[5].endswith(f":{inode}") and f[6] == "120"
+    }
+    return (
+        ", ".join("this process" if pid == os.getpid() else f"process {pid}" for pid in pids)
+        or "nobody now"
+    )
+
+
+def _flush_checked(self: flush.Command, *args: object, **options: object) -> None:
+    """Empty the test database between tests; fail the test whose threads left a
+    transaction open.
+
+    SQLite takes one writer: a transaction nothing will end made the flush wait out the
+    20 s busy timeout and fail with "database is locked" (activities cancelled by an
+    exception raised into their thread did so, see worker/activities.py). It is rolled
+    back, the database is flushed so that the next tests start empty, and the test fails.
     """
-    for attempt in range(1, 4):
-        try:
-            return _flush_once(self, *args, **options)
-        except CommandError as exc:
-            if "couldn't be flushed" not in str(exc) or attempt == 3:
-                raise
-            alive = ", ".join(sorted(thread.name for thread in threading.enumerate()))
-            name = str(connections[options.get("database") or "default"].settings_dict["NAME"])
-            holders = _processes_holding(name)
-            released = _release_other_threads_writes()
-            print(
-                f"test database locked at flush (try {attempt}); threads: {alive};"
-                f" processes with it open: {holders}; transactions rolled back: {released}",
-                file=sys.stderr,
-            )
-            for pid, _ in holders:
-                if pid != os.getpid():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            time.sleep(1)
+    left_open = _roll_back_transactions_left_open()
+    try:
+        _flush(self, *args, **options)
+    except CommandError as exc:
+        name = str(connections[options.get("database") or "default"].settings_dict["NAME"])
+        alive = ", ".join(sorted(thread.name for thread in threading.enumerate()))
+        raise CommandError(
+            f"{exc}\nWrite lock held by: {_write_lock_holders(name)}; threads alive: {alive}"
+        ) from exc
+    if left_open:
+        raise AssertionError(
+            "This test left a database transaction open in another thread, which would"
+            f" have blocked every writer: {'; '.join(left_open)}"
+        )
 
 
-flush.Command.handle = _flush_patiently
+flush.Command.handle = _flush_checked
 
 
 @pytest.hookimpl(trylast=True)
@@ -225,6 +234,10 @@ class BackgroundWorker:
         assert self._loop and self._stop
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+        # Its activity threads are not daemons: one stuck would go on writing into later
+        # tests, and keep the test process from exiting at the end.
+        if self._thread.is_alive():
+            raise RuntimeError("the worker did not stop within 30 s: an activity is stuck")
 
     def _run(self) -> None:
         asyncio.run(self._main())

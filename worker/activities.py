@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from django.db import close_old_connections
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from orders.contract import (
     STEP_CALLS,
@@ -36,6 +37,8 @@ from orders.steps import (
     record_step,
     touch_order,
 )
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 def worker_identity() -> str:
@@ -61,6 +64,31 @@ def _heartbeat() -> None:
     # The details say which worker runs which attempt; Temporal hands them to the next
     # attempt, which so learns whose death it is retrying (see `_record_lost_attempts`).
     activity.heartbeat(worker_identity(), activity.info().attempt)
+
+
+def _heartbeat_or_stop() -> None:
+    """The heartbeat of a service taking its time, which is where a cancelled attempt
+    stops (see `sync_activity`): a timed-out attempt, a cancelled order, a worker
+    shutting down."""
+    _heartbeat()
+    if activity.is_cancelled():
+        raise CancelledError("Cancelled")
+
+
+def sync_activity(name: str) -> Callable[[F], F]:
+    """An activity that Temporal cancels by telling it, not by raising into its thread.
+
+    By default the SDK cancels a sync activity by raising CancelledError into its thread
+    at whatever line runs next. An attempt waiting for SQLite's write lock in the
+    `BEGIN IMMEDIATE` of `transaction.atomic()` gets it right after SQLite granted the
+    lock, before Django notes that a transaction is open: no commit or rollback follows,
+    and the connection keeps the write lock after the attempt ended, for good in a thread
+    that lives on, until the garbage collector closes it in one that exits. Every other
+    writer, the web process's included, meanwhile fails with "database is locked". Raised
+    while the attempt starts its heartbeat thread, it has also left the attempt hanging.
+    Attempts are short; a slow service's wait is where they look at the cancellation.
+    """
+    return activity.defn(name=name, no_thread_cancel_exception=True)
 
 
 class _HeartbeatPump:
@@ -122,7 +150,7 @@ def _context(request: StepRequest) -> services.CallContext:
         attempt=info.attempt,
         started_at=info.started_time,
         timeout_s=timeout,
-        heartbeat=_heartbeat,
+        heartbeat=_heartbeat_or_stop,
         worker=worker_identity(),
     )
 
@@ -233,7 +261,7 @@ def run_compensation(
         return StepResult(reference=reference, attempt=ctx.attempt)
 
 
-@activity.defn(name="reserve_inventory")
+@sync_activity("reserve_inventory")
 def reserve_inventory(request: StepRequest) -> StepResult:
     return run_step(
         "inventory",
@@ -242,14 +270,14 @@ def reserve_inventory(request: StepRequest) -> StepResult:
     )
 
 
-@activity.defn(name="charge_payment")
+@sync_activity("charge_payment")
 def charge_payment(request: StepRequest) -> StepResult:
     return run_step(
         "payment", request, lambda ctx: services.charge_payment(ctx, request.amount_cents)
     )
 
 
-@activity.defn(name="commit_inventory")
+@sync_activity("commit_inventory")
 def commit_inventory(request: StepRequest) -> StepResult:
     return run_step(
         "commit",
@@ -258,14 +286,14 @@ def commit_inventory(request: StepRequest) -> StepResult:
     )
 
 
-@activity.defn(name="schedule_shipping")
+@sync_activity("schedule_shipping")
 def schedule_shipping(request: StepRequest) -> StepResult:
     return run_step(
         "shipping", request, lambda ctx: services.schedule_shipping(ctx, request.address)
     )
 
 
-@activity.defn(name="send_email")
+@sync_activity("send_email")
 def send_email(request: StepRequest) -> StepResult:
     body = f"Your order #{request.order_id} is confirmed and on its way."
     return run_step(
@@ -273,7 +301,7 @@ def send_email(request: StepRequest) -> StepResult:
     )
 
 
-@activity.defn(name="send_sms")
+@sync_activity("send_sms")
 def send_sms(request: StepRequest) -> StepResult:
     body = f"Order #{request.order_id} shipped."
     return run_step(
@@ -281,7 +309,7 @@ def send_sms(request: StepRequest) -> StepResult:
     )
 
 
-@activity.defn(name="release_inventory")
+@sync_activity("release_inventory")
 def release_inventory(request: StepRequest) -> StepResult:
     return run_compensation(
         request,
@@ -290,7 +318,7 @@ def release_inventory(request: StepRequest) -> StepResult:
     )
 
 
-@activity.defn(name="refund_payment")
+@sync_activity("refund_payment")
 def refund_payment(request: StepRequest) -> StepResult:
     return run_compensation(
         request,
@@ -299,7 +327,7 @@ def refund_payment(request: StepRequest) -> StepResult:
     )
 
 
-@activity.defn(name="cancel_shipping")
+@sync_activity("cancel_shipping")
 def cancel_shipping(request: StepRequest) -> StepResult:
     return run_compensation(
         request,
@@ -308,7 +336,7 @@ def cancel_shipping(request: StepRequest) -> StepResult:
     )
 
 
-@activity.defn(name="finish_order")
+@sync_activity("finish_order")
 def finish_order(request: FinishRequest) -> None:
     """Write the outcome: status, references, warnings and the final state of each step."""
     with _fresh_connection():
@@ -323,7 +351,7 @@ def finish_order(request: FinishRequest) -> None:
         )
 
 
-@activity.defn(name="record_status")
+@sync_activity("record_status")
 def report_status(request: StatusRequest) -> None:
     with _fresh_connection():
         record_status(request.order_id, request.status)
