@@ -38,7 +38,7 @@ from orders.placement import create_order
 from orders.simulator.models import Mode, Product, ServiceSwitch
 from orders.temporal import order_workflow_id
 from worker.activities import ALL_ACTIVITIES
-from worker.main import workflow_runner
+from worker.main import HEARTBEAT_THROTTLE, workflow_runner
 from worker.workflows import OrderWorkflow
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -169,14 +169,19 @@ async def time_skipping_env():
 
 @pytest.fixture
 async def skipping_worker(time_skipping_env, workflow_id_prefix, transactional_db):
-    """A worker on its own task queue, in this process, against the time-skipping server."""
+    """A worker on its own task queue, in this process, against the time-skipping server.
+
+    With the SDK's default sandbox, which imports the workflow module inside it: the
+    worker itself passes the module through (worker.main.workflow_runner), where a
+    forbidden call (the clock, randomness, I/O) in workflow code would go unnoticed;
+    here every path these tests take is checked.
+    """
     task_queue = f"test-{uuid.uuid4()}"
     with ThreadPoolExecutor(max_workers=16) as executor:
         async with Worker(
             time_skipping_env.client,
             task_queue=task_queue,
             workflows=[OrderWorkflow],
-            workflow_runner=workflow_runner(),
             activities=ALL_ACTIVITIES,
             activity_executor=executor,
         ):
@@ -255,6 +260,9 @@ class BackgroundWorker:
                     workflow_runner=workflow_runner(),
                     activities=ALL_ACTIVITIES,
                     activity_executor=executor,
+                    # As the worker process: a timed-out attempt learns it within half a
+                    # second (its next heartbeat's answer), before a slow service answers.
+                    max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
                 ):
                     self._ready.set()
                     await self._stop.wait()

@@ -11,7 +11,6 @@ import contextvars
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -91,54 +90,34 @@ def sync_activity(name: str) -> Callable[[F], F]:
     return activity.defn(name=name, no_thread_cancel_exception=True)
 
 
-class _HeartbeatPump:
-    """One thread that heartbeats, every HEARTBEAT_EVERY_S, each attempt under way.
+@contextmanager
+def _heartbeating() -> Iterator[None]:
+    """Heartbeat from beside the attempt for as long as it runs.
 
     The heartbeat timeout is there to notice a dead worker within seconds. An attempt
     that waits its turn at the database (SQLite takes one writer at a time) is alive,
-    and must not be mistaken for a dead one: this thread heartbeats for it, in the
-    attempt's activity context, while the attempt's own thread waits or works. One
-    thread for all attempts rather than one each: starting a thread per attempt cost
-    about as much CPU as the attempt's own database writes.
+    and must not be mistaken for a dead one: a thread of its own keeps heartbeating,
+    in the attempt's activity context, while the attempt's thread waits or works.
     """
+    context = contextvars.copy_context()
+    done = threading.Event()
 
-    def __init__(self) -> None:
-        self._attempts: dict[int, contextvars.Context] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+    def pump() -> None:
+        while not done.wait(HEARTBEAT_EVERY_S):
+            if context.run(activity.is_worker_shutdown):
+                return  # nobody to tell any more
+            try:
+                context.run(_heartbeat)
+            except BaseException:  # the worker is stopping (loop closed or cancelling)
+                return
 
-    @contextmanager
-    def beating(self) -> Iterator[None]:
-        """Heartbeat the calling attempt until the block ends."""
-        key = id(object())
-        with self._lock:
-            self._attempts[key] = contextvars.copy_context()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-                self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._attempts.pop(key, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(HEARTBEAT_EVERY_S)
-            with self._lock:
-                attempts = list(self._attempts.items())
-            for key, context in attempts:
-                if context.run(activity.is_worker_shutdown):
-                    continue  # nobody to tell any more
-                try:
-                    context.run(_heartbeat)
-                except BaseException:  # the worker is stopping (loop closed or cancelling)
-                    with self._lock:
-                        self._attempts.pop(key, None)
-
-
-_pump = _HeartbeatPump()
-_heartbeating = _pump.beating
+    # Not joined: the attempt's answer never waits on a heartbeat in flight; the pump
+    # sees `done` within half a second and ends.
+    threading.Thread(target=pump, name="heartbeat", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _context(request: StepRequest) -> services.CallContext:

@@ -30,9 +30,11 @@ def workflow_runner() -> WorkflowRunner:
     By default the sandbox imports the workflow's module afresh for every new workflow
     run: with no bytecode on disk (PYTHONDONTWRITEBYTECODE, as in the image) that is a
     compile of worker/workflows.py per order, a sixth of the worker's CPU. The module
-    keeps no state between runs (every order's state lives on its workflow instance),
-    and the sandbox still refuses non-deterministic calls (the clock, randomness, I/O)
-    at run time.
+    keeps no state between runs (every order's state lives on its workflow instance).
+    The price: a module passed through uses the real modules it imported, so the
+    sandbox no longer refuses a non-deterministic call (the clock, randomness, I/O) in
+    it. The workflow tests on the time-skipping server run the default sandbox, which
+    does (tests/conftest.py `skipping_worker`, and tests/test_replay.py).
     """
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
