@@ -109,12 +109,13 @@ def render_order_list(query: str = "", page: dict | None = None) -> BoardList:
     """The board as a socket watching these query parameters (filter and page) sees it.
 
     With the page read before (the hub knows nothing in the database moved since) only
-    the rows' times and stuck marks are taken again: no query, no count of the orders."""
+    the rows' times and stuck marks are taken again, after one query that checks its
+    rows (board.retimed): no count of the orders."""
+    if page is not None:
+        page = retimed(page)
     if page is None:
         board_filter, number, _ = parse_filter(QueryDict(query))  # checked when the socket came
         page = board_page(board_filter, number) | {"oob": True, "live": True}
-    else:
-        page = retimed(page)
     ticking = any(row.since for row in page["rows"])
     return BoardList(render_to_string("orders/partials/order_list.html", page), ticking, page)
 

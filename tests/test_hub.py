@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels import db as channels_db
 
 from orders import live
+from orders.board import PAGE_REREAD_S
 from orders.contract import StepState
 from orders.live import Hub, OrderWatch
-from orders.models import OrderStep
+from orders.models import Order, OrderStep
 from orders.progress import TemporalView
 from orders.step_state import PendingAttempt
 from orders.steps import record_step
@@ -190,13 +192,36 @@ async def test_a_board_whose_orders_did_not_move_is_rendered_again_from_the_rows
     assert 'data-current-step="payment"' not in board.html
 
 
-def test_rendering_a_page_again_as_of_now_reads_nothing(running_order, django_assert_num_queries):
+def test_rendering_a_page_again_as_of_now_reads_only_its_rows(
+    running_order, django_assert_num_queries
+):
     record_step(running_order.pk, "payment", "running", attempt=1)
     first = live.render_boards([""])[0][""]
-    with django_assert_num_queries(0):
+    with django_assert_num_queries(1):  # the page's rows by primary key: no count, no steps
         lists, switches = live.render_boards([""], {"": first.page})
     assert lists[""].ticking and switches is None  # the switches did not change either
     assert lists[""].html.count('data-current-step="payment"') == 1
+
+
+@pytest.mark.parametrize("missed", ["a change older than the newest", "a page read long ago"])
+def test_a_page_the_change_check_missed_is_read_afresh(running_order, missed):
+    """The change check compares the newest change only. A write that took its time
+    before waiting for the lock commits an older one, unseen: the page's own rows are
+    checked, and a page is read again every PAGE_REREAD_S whatever it says."""
+    record_step(running_order.pk, "payment", "running", attempt=1)
+    first = live.render_boards([""])[0][""]
+    page = first.page
+    if missed == "a change older than the newest":
+        older = running_order.updated_at - timedelta(seconds=1)
+        Order.objects.filter(pk=running_order.pk).update(status="completed", updated_at=older)
+        OrderStep.objects.filter(order=running_order, name="payment").update(state="completed")
+    else:
+        Order.objects.filter(pk=running_order.pk).update(status="completed")  # updated_at kept
+        OrderStep.objects.filter(order=running_order, name="payment").update(state="completed")
+        page = page | {"read_at": page["read_at"] - PAGE_REREAD_S - 1}
+    lists, _ = live.render_boards([""], {"": page})
+    assert 'data-order-status="completed"' in lists[""].html
+    assert 'data-current-step="payment"' not in lists[""].html
 
 
 @pytest.mark.django_db(transaction=True)
