@@ -191,6 +191,13 @@ class OperatorAction(models.Model):
         return f"{self.actor}: {self.action} {target}{verdict}"
 
 
+def one_running(name: str) -> models.UniqueConstraint:
+    """At most one row in the state "running", kept by the database: two starts at the
+    same moment (two web processes) both pass the runner's own check, and only one of
+    their rows goes in (orders/load.py `create_run`, orders/chaos.py `open_run`)."""
+    return models.UniqueConstraint(fields=["state"], condition=models.Q(state="running"), name=name)
+
+
 class LoadRun(models.Model):
     """One run of the load generator (`load` command or the page): what it was asked,
     how far it got, and the orders it placed. The runner polls `stop_requested`, so a
@@ -221,13 +228,7 @@ class LoadRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        constraints = [
-            # One run at a time, kept by the database: two starts at the same moment both
-            # pass the check in orders/load.py, and only one of their rows goes in.
-            models.UniqueConstraint(
-                fields=["state"], condition=models.Q(state="running"), name="one_load_run_running"
-            )
-        ]
+        constraints = [one_running("one_load_run_running")]
 
     def __str__(self) -> str:
         return f"load run #{self.pk}: {self.placed}/{self.total} at {self.rate:g}/s, {self.state}"
@@ -276,12 +277,7 @@ class ChaosRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        constraints = [
-            # One new run at a time, kept by the database (see orders/chaos.py `open_run`).
-            models.UniqueConstraint(
-                fields=["state"], condition=models.Q(state="running"), name="one_chaos_run_running"
-            )
-        ]
+        constraints = [one_running("one_chaos_run_running")]
 
     def __str__(self) -> str:
         return f"Chaos run #{self.pk} ({self.state})"

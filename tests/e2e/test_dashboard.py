@@ -7,21 +7,14 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import submit_order_form
+
 pytestmark = pytest.mark.e2e
 
 
 def place_order_from_page(page: Page, sku: str = "KB-01") -> str:
     """Fill and submit the form; return the new order's row id (order-<pk>)."""
-    form = page.locator("#place-order")
-    form.locator("select[name=product]").select_option(sku)
-    form.locator("input[name=quantity]").fill("1")
-    form.locator("input[name=customer_name]").fill("Ada Lovelace")
-    form.locator("input[name=email]").fill("ada@example.com")
-    form.locator("input[name=phone]").fill("+44 20 7946 0000")
-    form.locator("input[name=address]").fill("12 Analytical Row, London")
-    form.get_by_role("button", name="Place order").click()
-    placed = page.locator("#place-order .flash a")
-    expect(placed).to_be_visible()
+    placed = submit_order_form(page, sku=sku, quantity=1, phone="+44 20 7946 0000")
     expect(page.locator("#place-order .flash")).not_to_contain_text("not started")
     return "order-" + placed.inner_text().lstrip("#")
 

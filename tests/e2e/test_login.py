@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from orderdash.stack import LocalStack
+from tests.browser import submit_order_form
 
 pytestmark = pytest.mark.e2e
 
@@ -39,13 +40,7 @@ def test_an_operator_logs_in_cancels_an_order_and_sees_it_undone(browser, stack,
         expect(page.locator("[data-user]")).to_have_attribute("data-user", "otto")
         expect(page.locator("[data-demo-mode]")).to_have_count(0)
 
-        form = page.locator("#place-order")
-        form.locator("select[name=product]").select_option("KB-01")
-        form.locator("input[name=customer_name]").fill("Ada Lovelace")
-        form.locator("input[name=email]").fill("ada@example.com")
-        form.locator("input[name=address]").fill("12 Analytical Row, London")
-        form.get_by_role("button", name="Place order").click()
-        page.locator("#place-order .flash a").click()
+        submit_order_form(page).click()
 
         order = page.locator("article[id^=order-]")
         expect(order.locator('[data-step="shipping"][data-state]')).to_have_attribute(

@@ -5,20 +5,21 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import submit_order_form
+
 pytestmark = pytest.mark.e2e
 
 
 def place(page: Page, sku: str, quantity: int) -> str:
     """Place an order from the dashboard; open its page; return its number."""
-    form = page.locator("#place-order")
-    form.locator("select[name=product]").select_option(sku)
-    form.locator("input[name=quantity]").fill(str(quantity))
-    form.locator("input[name=customer_name]").fill("Grace Hopper")
-    form.locator("input[name=email]").fill("grace@example.com")
-    form.locator("input[name=address]").fill("1 Harvard Mark Way")
-    form.get_by_role("button", name="Place order").click()
-    link = page.locator("#place-order .flash a")
-    expect(link).to_be_visible()
+    link = submit_order_form(
+        page,
+        sku=sku,
+        quantity=quantity,
+        name="Grace Hopper",
+        email="grace@example.com",
+        address="1 Harvard Mark Way",
+    )
     number = link.inner_text().lstrip("#")
     link.click()
     return number

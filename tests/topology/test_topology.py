@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, WebSocket, expect
 
+from tests.browser import submit_order_form
+
 pytestmark = pytest.mark.topology
 
 # A batch of orders placed at once (queued, as when Temporal is slow to answer): the two
@@ -69,14 +71,7 @@ def test_an_order_placed_on_web_1_is_seen_live_once_per_fragment_on_web_2(topolo
     placing = logged_in.new_page()
     csp_violations(placing, violations)
     placing.goto(web_1 + "/")
-    form = placing.locator("#place-order")
-    form.locator("select[name=product]").select_option("KB-01")
-    form.locator("input[name=customer_name]").fill("Ada Lovelace")
-    form.locator("input[name=email]").fill("ada@example.com")
-    form.locator("input[name=address]").fill("12 Analytical Row, London")
-    form.get_by_role("button", name="Place order").click()
-    placed = placing.locator("#place-order .flash a")
-    expect(placed).to_be_visible()
+    placed = submit_order_form(placing)
     number = placed.inner_text().lstrip("#")
 
     # One page on the order per web process: each hub sends to its own sockets only.
