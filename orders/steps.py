@@ -7,11 +7,11 @@ Activities, compensations, the workflow's finish and the plain script all call
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from orderdash.db import write_transaction
 from orders.contract import STEP_CALLS, OrderStatus, StepState, step_key
 from orders.models import Order, OrderStep
 from orders.simulator.models import Outcome, ServiceCall
@@ -54,7 +54,7 @@ def record_step(
         fields["worker"] = worker
     # One write transaction for both rows: on SQLite every transaction queues for the
     # one write lock, so two statements in one cost half the wait of two on their own.
-    with transaction.atomic():
+    with write_transaction():
         if not steps.update(**fields):
             return False
         # Only a starting attempt turns the order running: whatever an attempt records
@@ -94,37 +94,39 @@ def record_lost_attempts(
         return []
     who = f"its worker {worker}" if worker else "its worker"
     note = f"No answer: lost with {who}" + (f"; {noticed_by}" if noticed_by else "")
-    ServiceCall.objects.bulk_create(
-        [
-            ServiceCall(
-                order_id=order_id,
-                service=service,
-                operation=operation,
-                attempt=n,
-                idempotency_key=idempotency_key,
-                outcome=Outcome.LOST,
-                error=note,
-                # Only the attempt just before this one left its worker's name behind.
-                worker=worker if n == before - 1 else "",
-            )
-            for n in missing
-        ],
-        ignore_conflicts=True,  # its own row, or another attempt's record of it, came first
-    )
-    touch_order(order_id)
+    lost = [
+        ServiceCall(
+            order_id=order_id,
+            service=service,
+            operation=operation,
+            attempt=n,
+            idempotency_key=idempotency_key,
+            outcome=Outcome.LOST,
+            error=note,
+            # Only the attempt just before this one left its worker's name behind.
+            worker=worker if n == before - 1 else "",
+        )
+        for n in missing
+    ]
+    with write_transaction():
+        # ignore_conflicts: its own row, or another attempt's record of it, came first.
+        ServiceCall.objects.bulk_create(lost, ignore_conflicts=True)
+        _touch(order_id, running=False)
     return missing
 
 
 def touch_order(order_id: int) -> None:
     """Something moved without changing a step (a compensation's ledger row, the plain
     script still alive during a pause): let the hub know."""
-    _touch(order_id, running=False)
+    with write_transaction():
+        _touch(order_id, running=False)
 
 
 def record_status(order_id: int, status: str) -> None:
     """A status the workflow reports while it runs (waiting for approval, and back)."""
     open_order = Order.objects.filter(pk=order_id).exclude(status__in=OrderStatus.final())
-    open_order.update(status=status, updated_at=timezone.now())
+    with write_transaction():
+        open_order.update(status=status, updated_at=timezone.now())
 
 
 def record_outcome(
@@ -137,24 +139,28 @@ def record_outcome(
     warnings: list[str] | None = None,
     error: str = "",
 ) -> None:
-    """The order's end: each step's final state first, then the status.
+    """The order's end: each step's final state and the status, in one transaction.
 
     The hub reads a final status as "nothing changes any more", so the steps must
-    already say how it ended.
+    already say how it ended when the status is seen.
     """
-    for step, state in (step_states or {}).items():
-        OrderStep.objects.filter(order_id=order_id, name=step).update(state=state)
-    _record_unanswered_last_attempts(order_id)
-    now = timezone.now()
-    Order.objects.filter(pk=order_id).update(
-        status=status,
-        payment_id=payment_id,
-        tracking_number=tracking_number,
-        warnings=warnings or [],
-        failure_reason=error,
-        finished_at=now,
-        updated_at=now,
-    )
+    # One transaction: the hub sees the steps and the status change together.
+    with write_transaction():
+        if step_states:
+            by_name = [When(name=step, then=Value(state)) for step, state in step_states.items()]
+            steps = OrderStep.objects.filter(order_id=order_id, name__in=step_states)
+            steps.update(state=Case(*by_name, default=F("state")))
+        _record_unanswered_last_attempts(order_id)
+        now = timezone.now()
+        Order.objects.filter(pk=order_id).update(
+            status=status,
+            payment_id=payment_id,
+            tracking_number=tracking_number,
+            warnings=warnings or [],
+            failure_reason=error,
+            finished_at=now,
+            updated_at=now,
+        )
 
 
 def _record_unanswered_last_attempts(order_id: int) -> None:

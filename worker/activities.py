@@ -29,6 +29,7 @@ from orders.contract import (
 )
 from orders.models import OrderStep
 from orders.simulator import services
+from orders.simulator.models import Outcome
 from orders.steps import (
     record_lost_attempts,
     record_outcome,
@@ -134,6 +135,29 @@ def _context(request: StepRequest) -> services.CallContext:
     )
 
 
+class _StepAnswer:
+    """The step's record of the service's answer, written with its ledger row
+    (`CallContext.answered`): one write transaction for both, and the page shows the
+    attempt's end in the same change as the ledger."""
+
+    def __init__(self, step: str, order_id: int, attempt: int) -> None:
+        self.step, self.order_id, self.attempt = step, order_id, attempt
+        self.recorded = False
+
+    def __call__(self, outcome: str, text: str) -> None:
+        if outcome in (Outcome.OK, Outcome.REPLAYED):
+            self.record(StepState.COMPLETED, result=text)
+        elif outcome == Outcome.REJECTED:
+            self.record(StepState.FAILED, error=text)
+        else:
+            final = _is_last_attempt(self.attempt)
+            self.record(StepState.FAILED if final else StepState.RETRYING, error=text)
+
+    def record(self, state: str, **what: str) -> None:
+        record_step(self.order_id, self.step, state, attempt=self.attempt, **what)
+        self.recorded = True
+
+
 def _record_lost_attempts(
     request: StepRequest, service: str, operation: str, step: str | None = None
 ) -> None:
@@ -188,6 +212,7 @@ def run_step(
     """Run one attempt of an order step, keeping its database record in line."""
     with _fresh_connection(), _heartbeating():
         ctx = _context(request)
+        ctx.answered = answer = _StepAnswer(step, request.order_id, ctx.attempt)
         _record_lost_attempts(request, *STEP_CALLS[step], step=step)
         record_step(
             request.order_id, step, StepState.RUNNING, attempt=ctx.attempt, worker=ctx.worker
@@ -195,26 +220,18 @@ def run_step(
         try:
             reference = call(ctx)
         except services.BusinessRejection as exc:
-            record_step(
-                request.order_id, step, StepState.FAILED, attempt=ctx.attempt, error=str(exc)
-            )
+            if not answer.recorded:
+                answer.record(StepState.FAILED, error=str(exc))
             raise ApplicationError(
                 str(exc), ctx.attempt, type=exc.error_type, non_retryable=True
             ) from exc
         except Exception as exc:
-            final = _is_last_attempt(ctx.attempt)
-            record_step(
-                request.order_id,
-                step,
-                StepState.FAILED if final else StepState.RETRYING,
-                attempt=ctx.attempt,
-                error=str(exc) or type(exc).__name__,
-            )
+            if not answer.recorded:  # it failed before its ledger row was written
+                answer(Outcome.ERROR, str(exc) or type(exc).__name__)
             error_type = getattr(exc, "error_type", type(exc).__name__)
             raise ApplicationError(str(exc) or error_type, ctx.attempt, type=error_type) from exc
-        record_step(
-            request.order_id, step, StepState.COMPLETED, attempt=ctx.attempt, result=reference
-        )
+        if not answer.recorded:
+            answer.record(StepState.COMPLETED, result=reference)
         return StepResult(reference=reference, attempt=ctx.attempt)
 
 
@@ -229,6 +246,13 @@ def run_compensation(
     """
     with _fresh_connection(), _heartbeating():
         ctx = _context(request)
+        answered: list[str] = []
+
+        def touch_with_ledger_row(outcome: str, text: str) -> None:
+            touch_order(request.order_id)
+            answered.append(outcome)
+
+        ctx.answered = touch_with_ledger_row
         _record_lost_attempts(request, *ledger_call)
         try:
             reference = call(ctx)
@@ -236,7 +260,8 @@ def run_compensation(
             error_type = getattr(exc, "error_type", type(exc).__name__)
             raise ApplicationError(str(exc) or error_type, type=error_type) from exc
         finally:
-            touch_order(request.order_id)
+            if not answered:
+                touch_order(request.order_id)
         return StepResult(reference=reference, attempt=ctx.attempt)
 
 

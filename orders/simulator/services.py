@@ -21,6 +21,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from orderdash.db import write_transaction
 from orders.contract import BUSINESS_ERRORS, Service
 from orders.simulator.models import (
     Charge,
@@ -94,6 +95,9 @@ class CallContext:
     timeout_s: float = 0
     heartbeat: Callable[[], None] = lambda: None
     worker: str = ""  # who runs this attempt, for the ledger
+    # The caller's own record of the service's answer, (outcome, reference or error),
+    # written in the transaction of the attempt's ledger row: the two land together.
+    answered: Callable[[str, str], None] = lambda outcome, text: None
 
 
 @dataclass
@@ -148,8 +152,9 @@ def call_service(
     """
     started = time.monotonic()
     if compensation and already_done():
-        _record(service, operation, ctx, Outcome.REPLAYED, "nothing to undo", started)
-        return "nothing to undo"
+        nothing = "nothing to undo"
+        _record(service, operation, ctx, Outcome.REPLAYED, nothing, started, reference=nothing)
+        return nothing
     try:
         behaviour = consume_switch(service)
         # A key the service already honoured gets its original answer, not a new verdict.
@@ -168,7 +173,8 @@ def call_service(
                 ) from exc
         if behaviour.mode == Mode.CRASH and not _crashed_before(service, ctx):
             # The effect is committed: dying now is the "charged, then crashed" case.
-            _record(service, operation, ctx, Outcome.ERROR, CRASH_MESSAGE, started)
+            # Not `answered`: the attempt dies here, unanswered, as far as its caller knows.
+            _record(service, operation, ctx, Outcome.ERROR, CRASH_MESSAGE, started, answer=False)
             crash_handler()
     except BusinessRejection as exc:
         _record(service, operation, ctx, Outcome.REJECTED, str(exc), started)
@@ -183,7 +189,7 @@ def call_service(
         note = (note + "; " if note else "") + (
             f"answered after {elapsed_s:.1f}s, past the {ctx.timeout_s:g}s timeout"
         )
-    _record(service, operation, ctx, outcome, note, started)
+    _record(service, operation, ctx, outcome, note, started, reference=reference)
     return reference
 
 
@@ -216,8 +222,18 @@ def _take_time(latency_ms: int, ctx: CallContext) -> None:
 
 
 def _record(
-    service: str, operation: str, ctx: CallContext, outcome: str, error: str, started: float
+    service: str,
+    operation: str,
+    ctx: CallContext,
+    outcome: str,
+    error: str,
+    started: float,
+    *,
+    reference: str = "",
+    answer: bool = True,
 ) -> None:
+    """The attempt's ledger row and, in the same transaction, the caller's record of the
+    answer (`ctx.answered`: the reference when it went through, else the error)."""
     row = {
         "idempotency_key": ctx.idempotency_key,
         "outcome": outcome,
@@ -232,31 +248,40 @@ def _record(
         "operation": operation,
         "attempt": ctx.attempt,
     }
-    try:
-        # One statement in the usual case: an attempt writes its row once.
-        ServiceCall.objects.create(**attempt, **row)
-    except IntegrityError:
-        # The same attempt again: a crash row being completed, or an attempt that
-        # timed out and answered after all.
-        # The outcome it was first written with stays behind for the counters (the
-        # right-hand side reads the row as it was before this update).
-        first = Case(When(first_outcome="", then=F("outcome")), default=F("first_outcome"))
-        ServiceCall.objects.filter(**attempt).update(**row, first_outcome=first)
+    with write_transaction():
+        try:
+            # One statement in the usual case: an attempt writes its row once. In a
+            # savepoint, so that the transaction goes on when the row was there already.
+            with transaction.atomic():
+                ServiceCall.objects.create(**attempt, **row)
+        except IntegrityError:
+            # The same attempt again: a crash row being completed, or an attempt that
+            # timed out and answered after all.
+            # The outcome it was first written with stays behind for the counters (the
+            # right-hand side reads the row as it was before this update).
+            first = Case(When(first_outcome="", then=F("outcome")), default=F("first_outcome"))
+            ServiceCall.objects.filter(**attempt).update(**row, first_outcome=first)
+        if answer:
+            ok = outcome in (Outcome.OK, Outcome.REPLAYED)
+            ctx.answered(outcome, reference if ok else error)
 
 
 def _create_once(model: type[M], key: str, **fields: object) -> tuple[M, bool]:
     """The effect's row for this key: found (nothing new happened) or created now.
 
-    Two statements at most, no transaction: the key is unique, so of two attempts racing
-    with the same key one creates and the other finds it.
+    Two statements in one write transaction. The key is unique, so of two attempts racing
+    with the same key (on PostgreSQL, where writers run side by side) one creates and the
+    other finds it.
     """
-    existing = model.objects.filter(key=key).first()
-    if existing is not None:
-        return existing, False
-    try:
-        return model.objects.create(key=key, **fields), True
-    except IntegrityError:
-        return model.objects.get(key=key), False
+    with write_transaction():
+        existing = model.objects.filter(key=key).first()
+        if existing is not None:
+            return existing, False
+        try:
+            with transaction.atomic():  # a savepoint: the transaction outlives a clash
+                return model.objects.create(key=key, **fields), True
+        except IntegrityError:
+            return model.objects.get(key=key), False
 
 
 def _new_reference(prefix: str) -> str:
@@ -267,7 +292,7 @@ def _new_reference(prefix: str) -> str:
 
 
 def reserve_inventory(ctx: CallContext, sku: str, quantity: int) -> str:
-    @transaction.atomic  # read, then change: one transaction, rows locked
+    @write_transaction()  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         existing = Reservation.objects.filter(key=ctx.idempotency_key).first()
         if existing:
@@ -290,7 +315,7 @@ def reserve_inventory(ctx: CallContext, sku: str, quantity: int) -> str:
 
 
 def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
-    @transaction.atomic  # read, then change: one transaction, rows locked
+    @write_transaction()  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         reservation = Reservation.objects.select_for_update().get(key=reservation_key)
         if reservation.state != Reservation.State.RESERVED:
@@ -313,7 +338,7 @@ def commit_inventory(ctx: CallContext, reservation_key: str) -> str:
 
 
 def release_inventory(ctx: CallContext, reservation_key: str) -> str:
-    @transaction.atomic  # read, then change: one transaction, rows locked
+    @write_transaction()  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         reservation = Reservation.objects.select_for_update().filter(key=reservation_key).first()
         if reservation is None or reservation.state == Reservation.State.RELEASED:
@@ -363,7 +388,7 @@ def charge_payment(ctx: CallContext, amount_cents: int) -> str:
 
 
 def refund_payment(ctx: CallContext, charge_key: str) -> str:
-    @transaction.atomic  # read, then change: one transaction, rows locked
+    @write_transaction()  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         charge = Charge.objects.select_for_update().filter(key=charge_key).first()
         if charge is None or charge.refunded_at is not None:
@@ -400,7 +425,7 @@ def schedule_shipping(ctx: CallContext, address: str) -> str:
 
 
 def cancel_shipping(ctx: CallContext, shipment_key: str) -> str:
-    @transaction.atomic  # read, then change: one transaction, rows locked
+    @write_transaction()  # read, then change: one transaction, rows locked
     def effect() -> tuple[str, bool]:
         shipment = Shipment.objects.select_for_update().filter(key=shipment_key).first()
         if shipment is None or shipment.cancelled_at is not None:

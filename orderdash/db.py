@@ -1,0 +1,37 @@
+"""Write transactions that take turns within a process on SQLite.
+
+SQLite takes one writer at a time. A writer that finds the write lock taken waits in
+SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25, … up to 100 ms between
+looks: with a few threads writing at once, a transaction often slept tens of ms after
+the lock had come free (the worker's attempts spent 25-30 ms of their ~100 there, and a
+finished attempt reached the page that much later). The threads of one process take
+turns on a lock of their own instead, handed over the moment it is released; SQLite's
+busy handler is left with the rarer meeting of two processes. On PostgreSQL, which takes
+writers side by side and locks rows, nothing is held but the transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import connection, transaction
+
+# Reentrant: a write transaction may call code that opens one of its own (a savepoint).
+_sqlite_turn = threading.RLock()
+
+
+@contextmanager
+def write_transaction() -> Iterator[None]:
+    """`transaction.atomic()`, taken in turn with this process's other writers on SQLite.
+
+    Keep what runs inside short and free of waits on anything but the database (no
+    service latency, no Temporal call): every other writer of the process waits for it.
+    """
+    if connection.vendor != "sqlite":
+        with transaction.atomic():
+            yield
+        return
+    with _sqlite_turn, transaction.atomic():
+        yield
