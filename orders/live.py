@@ -82,6 +82,7 @@ class OrderWatch:
     asking: bool = False
     html: str = ""  # the fragment last sent
     ledger_cache: dict = field(default_factory=dict)
+    effects: tuple | None = None  # its ledger and effects as last read (load_orders' cache)
 
     @property
     def watchers(self) -> int:
@@ -558,7 +559,10 @@ def _load_and_render(
     fragment ("") for an order in flight on Temporal not asked yet, so nobody sees a
     half picture first. An order that fails to render is left out and tried again."""
     worker_up = worker == WORKER_UP
-    records = load_orders(watches)
+    effects = {pk: watch.effects for pk, watch in watches.items() if watch.effects is not None}
+    records = load_orders(watches, effects)
+    for pk, read in effects.items():
+        watches[pk].effects = read
     built: dict[int, tuple[OrderSnapshot, str] | None] = {pk: None for pk in watches}
     for pk, record in records.items():
         watch = watches[pk]

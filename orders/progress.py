@@ -105,11 +105,23 @@ def in_flight_on_temporal(order: Order) -> bool:
     )
 
 
-def load_orders(order_ids: Iterable[int]) -> dict[int, OrderRecord]:
+# Per order: its ledger as last read (each row's id and outcome) and the effects read then.
+EffectsCache = dict[int, tuple[tuple, OrderEffects]]
+
+
+def load_orders(
+    order_ids: Iterable[int], effects_cache: EffectsCache | None = None
+) -> dict[int, OrderRecord]:
     """Everything a snapshot needs from the database, for many orders in eight queries.
 
     Grouped by hand rather than with prefetch_related, which builds a queryset per order
     and relation: for the hub's batches that bookkeeping cost more than the queries.
+
+    With a cache (the hub keeps one), an order's effects are read again only when its
+    ledger changed: a service writes its ledger row after its effect, so effects read
+    along with a ledger are never older than it. Four queries, and a quarter of the work
+    of rebuilding a watched order, saved on every change that is not a service's answer
+    (an attempt starting, Temporal's news).
     """
     orders = {
         o.pk: o for o in Order.objects.filter(pk__in=list(order_ids)).select_related("product")
@@ -121,7 +133,13 @@ def load_orders(order_ids: Iterable[int]) -> dict[int, OrderRecord]:
     calls: dict[int, list[ServiceCall]] = {pk: [] for pk in ids}
     for call in ServiceCall.objects.filter(order_id__in=ids).order_by("id"):
         calls[call.order_id].append(call)
-    effects = OrderEffects.of_orders(ids)
+    ledgers = {pk: tuple((call.id, call.outcome) for call in calls[pk]) for pk in ids}
+    cached = effects_cache if effects_cache is not None else {}
+    effects = {pk: cached[pk][1] for pk in ids if pk in cached and cached[pk][0] == ledgers[pk]}
+    if stale := [pk for pk in ids if pk not in effects]:
+        effects |= OrderEffects.of_orders(stale)
+    if effects_cache is not None:
+        effects_cache.update({pk: (ledgers[pk], effects[pk]) for pk in ids})
     history: dict[int, list[OperatorAction]] = {pk: [] for pk in ids}
     for action in OperatorAction.objects.filter(order_id__in=ids).order_by("-id"):
         history[action.order_id].append(action)

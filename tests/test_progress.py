@@ -15,7 +15,7 @@ from orders.contract import StepState
 from orders.models import Order, OrderStep
 from orders.placement import create_order
 from orders.progress import Source, TemporalView, load_orders, snapshot_of
-from orders.simulator.models import Outcome, ServiceCall
+from orders.simulator.models import Charge, Outcome, ServiceCall
 from orders.step_state import PendingAttempt
 from orders.temporal import WorkflowState
 
@@ -171,3 +171,32 @@ def test_a_workflow_terminated_in_temporal_says_so_on_the_page(order):
     html = render_to_string("orders/partials/order_detail.html", {"snapshot": snapshot})
     assert f"Temporal reports workflow {order.workflow_id} as terminated" in html
     assert "as soon as Temporal schedules it" not in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_effects_are_read_again_only_when_the_ledger_changed(order, django_assert_num_queries):
+    def charge(attempt: int, outcome: str) -> None:
+        ServiceCall.objects.update_or_create(
+            order=order,
+            service="payment",
+            operation="charge",
+            attempt=attempt,
+            defaults={"outcome": outcome, "idempotency_key": f"k-{order.pk}"},
+        )
+
+    cache: dict = {}
+    charge(1, Outcome.ERROR)
+    steps = [
+        # (what happens first, queries, charges the audit sees)
+        (lambda: None, 8, 0),  # the first read fills the cache
+        (lambda: record_inventory(order, StepState.RUNNING, 2), 4, 0),  # no answer: cached
+        # An effect before its ledger row: not seen until the row comes.
+        (lambda: Charge.objects.create(order=order, key="c", payment_id="P", amount_cents=1), 4, 0),
+        (lambda: charge(2, Outcome.OK), 8, 1),  # the ledger moved: effects read again
+        (lambda: charge(2, Outcome.REPLAYED), 8, 1),  # a row's outcome changed
+    ]
+    for happen, queries, charges in steps:
+        happen()
+        with django_assert_num_queries(queries):
+            record = load_orders([order.pk], cache)[order.pk]
+        assert len(record.audit.effects.charges) == charges
