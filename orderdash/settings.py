@@ -201,6 +201,12 @@ else:
         }
     }
 
+# Each distinct filtered board a web process shows live is rendered again on every change:
+# past this many, a socket asking for one more is told so and not updated.
+LIVE_BOARDS_MAX = envint("LIVE_BOARDS_MAX", "50")
+if LIVE_BOARDS_MAX < 1:
+    raise ImproperlyConfigured("LIVE_BOARDS_MAX must be at least 1")
+
 TEMPORAL_ADDRESS = os.getenv("TEMPORAL_ADDRESS", "127.0.0.1:7233")
 TEMPORAL_NAMESPACE = os.getenv("TEMPORAL_NAMESPACE", "default")
 TEMPORAL_TASK_QUEUE = os.getenv("TEMPORAL_TASK_QUEUE", "orders")

@@ -6,6 +6,7 @@ import contextlib
 
 from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.http import QueryDict
 from django.template.loader import render_to_string
 
@@ -18,6 +19,7 @@ from orders.models import Order
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
 
 
 def live_error(message: str) -> str:
@@ -89,7 +91,18 @@ class BoardConsumer(LiveConsumer):
             await self.send(text_data=live_error("Not a board filter: " + "; ".join(errors)))
             await self.close(code=CLOSE_BAD_REQUEST)
             return
-        self.board = board_filter.page_query(page)
+        board = board_filter.page_query(page)
+        if not hub.may_watch_board(board):
+            await self.send(
+                text_data=live_error(
+                    f"{settings.LIVE_BOARDS_MAX} differently filtered boards are live on this"
+                    " server already: this one does not update. Reload later, or use a filter"
+                    " someone has open."
+                )
+            )
+            await self.close(code=CLOSE_TOO_MANY)
+            return
+        self.board = board
         hub.watch_board(self.channel_name, self.board)
         await self.join()
         for html in await hub.board_snapshot(self.board):

@@ -32,6 +32,7 @@ from typing import TypeVar
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -169,6 +170,11 @@ class Hub:
             if not watch.channels:
                 del self.orders[order_id]
         self._stop_when_idle()
+
+    def may_watch_board(self, query: str) -> bool:
+        """A board already live costs nothing more; beyond LIVE_BOARDS_MAX distinct ones
+        (each rendered again on every change) no new one goes live."""
+        return query in self.boards or len(self.boards) < settings.LIVE_BOARDS_MAX
 
     def watch_board(self, channel: str, query: str = "") -> None:
         """Watch one page of the board, filtered by `query` (BoardFilter.page_query)."""

@@ -283,3 +283,25 @@ async def test_an_order_turns_stuck_on_a_live_board_as_its_time_on_the_step_pass
         assert f'id="order-{running_order.pk}"' in stuck
     finally:
         await communicator.disconnect()
+
+
+async def test_past_the_limit_of_live_boards_a_new_filter_is_told_why_and_closed(
+    dev_server_address, settings, catalogue
+):
+    settings.TEMPORAL_ADDRESS = dev_server_address
+    settings.LIVE_BOARDS_MAX = 2
+    first = await connect("/ws/orders/?status=failed")
+    second = await connect("/ws/orders/?status=completed")
+    same_as_first = await connect("/ws/orders/?status=failed")  # live already: no extra cost
+    try:
+        for communicator in (first, second, same_as_first):
+            await receive_until(communicator, r'id="order-list"')
+        third = WebsocketCommunicator(application, "/ws/orders/?engine=plain", headers=HEADERS)
+        assert (await third.connect(timeout=10))[0]
+        assert "2 differently filtered boards are live" in await third.receive_from(timeout=10)
+        assert (await third.receive_output(timeout=10))["code"] == 4429
+        assert set(hub.boards) == {"status=failed", "status=completed"}
+    finally:
+        for communicator in (first, second, same_as_first):
+            await communicator.disconnect()
+    assert hub.boards == {}

@@ -30,7 +30,7 @@ STATUS_ICONS = {
     "completed_with_warnings": "⚠",
     "failed": "✖",
     "cancelled": "⊘",
-    "awaiting_approval": "✋",
+    "awaiting_approval": "⚖",  # an operator weighs it up
     "rejected": "⊘",
 }
 
