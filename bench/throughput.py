@@ -7,6 +7,9 @@
 3. the bare SDK again. The dev server slows down as its in-memory history grows (the same
    bare run, repeated five times on one server, went from 20.5 to 16.3 workflows/s), so
    the stack, measured second, is compared with the mean of the bare runs either side.
+
+BENCH_DB=postgres runs the stack on a throwaway PostgreSQL cluster (orderdash/stack.py)
+instead of SQLite; WORKER_ACTIVITY_THREADS sets the worker's threads as in production.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from orderdash.stack import dev_server_command, free_port, run_manage, wait_for_port  # noqa: E402
+from orderdash.stack import (  # noqa: E402
+    LocalStack,
+    dev_server_command,
+    free_port,
+    run_manage,
+    wait_for_port,
+)
 
 BIN = Path(sys.executable).parent
 N = int(os.getenv("BENCH_ORDERS", "300"))
@@ -37,6 +46,12 @@ WARMUP = 5
 HTTP_CLIENTS = 8
 ACTIVITY_THREADS = 32  # as worker/main.py
 DEADLINE_S = 60 + N  # for each timed run to finish; a healthy one needs a fraction of it
+DATABASE = os.getenv("BENCH_DB", "sqlite")
+# Seconds from an attempt's start to its ledger row, in each database's dialect.
+ROW_SECONDS = {
+    "sqlite": "86400 * (julianday(created_at) - julianday(started_at))",
+    "postgres": "EXTRACT(EPOCH FROM created_at - started_at)",
+}
 FINAL = "'completed','completed_with_warnings','failed','cancelled'"
 ORDER_FORM = urllib.parse.urlencode(
     {"product": "CB-04", "quantity": 1, "customer_name": "Bench", "email": "bench@example.com"}
@@ -75,6 +90,19 @@ def cpu_seconds(pid: int | str) -> float:
     return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """A server and its live children (PostgreSQL runs a process per connection)."""
+    total = cpu_seconds(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 class Stack:
     """Child processes with logs in a temp dir, and the bench SQLite file read directly."""
 
@@ -97,6 +125,7 @@ class Stack:
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self.db: sqlite3.Connection | None = None
+        self.database_server: int | None = None  # PostgreSQL's pid, when BENCH_DB=postgres
 
     def spawn(self, name: str, *args: str) -> None:
         with (self.workdir / f"{name}.log").open("ab") as out:
@@ -107,10 +136,24 @@ class Stack:
     def cpu(self, since: dict[str, float] | None = None) -> dict[str, float]:
         """CPU seconds of this process ("bench") and of each child, less `since`."""
         pids = {"bench": "self"} | {name: p.pid for name, p in self.processes.items()}
-        return {name: cpu_seconds(pid) - (since or {}).get(name, 0) for name, pid in pids.items()}
+        spent = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        if self.database_server is not None:
+            spent["postgres"] = server_cpu_seconds(self.database_server)
+        return {name: seconds - (since or {}).get(name, 0) for name, seconds in spent.items()}
+
+    def connect(self) -> None:
+        """The bench's own connection to the stack's database, autocommitting."""
+        if DATABASE == "postgres":
+            import psycopg
+
+            self.db = psycopg.connect(self.env["DATABASE_URL"], autocommit=True)
+        else:
+            self.db = sqlite3.connect(self.db_path, timeout=10, isolation_level=None)
 
     def sql(self, query: str, *params: object) -> tuple:
-        """The first row of a query on the bench database."""
+        """The first row of a query on the bench database (parameters written as ?)."""
+        if DATABASE == "postgres":
+            query = query.replace("?", "%s")
         return self.db.execute(query, params).fetchone()
 
     def close(self, failed: bool) -> None:
@@ -179,8 +222,8 @@ def place_and_wait(stack: Stack, count: int) -> tuple[int, float]:
         time.sleep(0.25)
     elapsed = time.monotonic() - started
     placed, bad = stack.sql(
-        "SELECT count(*), total(status IN ('failed','cancelled') OR start_error != '')"
-        " FROM orders_order WHERE id > ?",
+        "SELECT count(*), coalesce(sum(CASE WHEN status IN ('failed','cancelled')"
+        " OR start_error != '' THEN 1 ELSE 0 END), 0) FROM orders_order WHERE id > ?",
         before,
     )
     if placed != count or bad:
@@ -190,12 +233,18 @@ def place_and_wait(stack: Stack, count: int) -> tuple[int, float]:
 
 def diagnostics(stack: Stack, after: int) -> list[str]:
     """The ledger (simulator_servicecall) of the orders after id `after`: rows, time, retries."""
+
+    def count(condition: str) -> str:
+        return f"coalesce(sum(CASE WHEN {condition} THEN 1 ELSE 0 END), 0)"
+
+    retry, error = "attempt > 1", "outcome = 'error'"
+    replay = "attempt > 1 AND outcome = 'replayed'"
     rows, call_ms, row_s, max_row_s, retried, retries, replayed, errors = stack.sql(
         "SELECT count(*), avg(duration_ms), avg(s), max(s),"
-        " count(DISTINCT iif(attempt > 1, order_id, NULL)), total(attempt > 1),"
-        " total(attempt > 1 AND outcome = 'replayed'), total(outcome = 'error') FROM (SELECT *,"
-        " 86400 * (julianday(created_at) - julianday(started_at)) AS s FROM simulator_servicecall"
-        " WHERE order_id > ?)",
+        " count(DISTINCT CASE WHEN attempt > 1 THEN order_id END),"
+        f" {count(retry)}, {count(replay)}, {count(error)}"
+        f" FROM (SELECT *, {ROW_SECONDS[DATABASE]} AS s FROM simulator_servicecall"
+        " WHERE order_id > ?) AS calls",
         after,
     )
     return [
@@ -212,14 +261,19 @@ def per_run(cpu: dict[str, float]) -> str:
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="orderdash-throughput-"))
-    stack, failed = Stack(workdir), True
+    stack, failed, backing = Stack(workdir), True, None
     try:
-        print(f"N={N}; Temporal on {stack.address}; migrating a fresh SQLite", flush=True)
+        print(f"N={N}; Temporal on {stack.address}; migrating a fresh {DATABASE}", flush=True)
         stack.spawn("temporal", *dev_server_command(stack.temporal_port))
+        if DATABASE == "postgres":
+            backing = LocalStack(env=stack.env, log_dir=workdir)
+            backing.start_postgres()
+            stack.env["DATABASE_URL"] = backing.env["DATABASE_URL"]
+            stack.database_server = backing.processes["postgres"].pid
         for args in SETUP:
             if (done := run_manage(stack.env, *args)).returncode:
                 raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stdout}{done.stderr}")
-        stack.db = sqlite3.connect(stack.db_path, timeout=10, isolation_level=None)
+        stack.connect()
         wait_for_port(stack.temporal_port)
         wait_until_serving(stack.address)
         print("bare SDK: warm-up, then timed", flush=True)
@@ -242,7 +296,7 @@ def main() -> int:
         report = [
             f"bare SDK, 6 no-op activities: {N / before_s:.1f}/s before the stack,"
             f" {N / after_s:.1f}/s after it; mean {bare_rate:.1f}/s",
-            f"stack, POST → all final in SQLite: {N} in {stack_s:.1f} s = {stack_rate:.2f}/s",
+            f"stack, POST → all final in {DATABASE}: {N} in {stack_s:.1f} s = {stack_rate:.2f}/s",
             f"stack / bare: {stack_rate / bare_rate:.3f}"
             f" (against the first bare run alone: {stack_rate * before_s / N:.3f})",
             f"CPU per bare workflow: {per_run(before_cpu)} (bench = client + worker; first run)",
@@ -254,6 +308,8 @@ def main() -> int:
         failed = False
     finally:
         stack.close(failed)
+        if backing is not None:
+            backing.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

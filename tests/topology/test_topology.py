@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, WebSocket, expect
 
 from tests.browser import submit_order_form
+from tests.topology.conftest import DOTENV
 
 pytestmark = pytest.mark.topology
 
@@ -144,3 +147,33 @@ def test_a_worker_killed_mid_batch_leaves_every_order_finished_by_the_other(topo
     topology.manage("audit")
     topology.manage("services", "set", "shipping", "healthy")
     topology.start_worker("worker-1")  # back to two for whatever runs next
+
+
+def test_a_burst_of_requests_leaves_no_database_connections_behind(topology):
+    """Under daphne each request's sync code runs in a thread of its own: a connection kept
+    past the request (persistent connections) outlives the thread, and a burst of requests
+    used to leave one web process holding dozens, until PostgreSQL refused new clients."""
+    count_connections = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid != pg_backend_pid()"
+    )
+    (before,) = topology.query(count_connections)[0]
+    metrics = urllib.request.Request(
+        f"{topology.web_urls[0]}/metrics",
+        headers={"Authorization": f"Bearer {DOTENV['METRICS_TOKEN']}"},
+    )
+
+    def scrape(_: int) -> int:  # reads the database, as every page does
+        with urllib.request.urlopen(metrics, timeout=30) as response:
+            response.read()
+            return response.status
+
+    peak = before
+    with ThreadPoolExecutor(max_workers=8) as clients:
+        scrapes = [clients.submit(scrape, n) for n in range(300)]
+        while not all(scrape.done() for scrape in scrapes):
+            peak = max(peak, topology.query(count_connections)[0][0])
+            time.sleep(0.05)
+    assert [scrape.result() for scrape in scrapes] == [200] * 300
+    # At most one connection per request in flight (8 clients), and a few for the hub.
+    assert peak - before <= 12, f"{before} connections before the burst, {peak} during it"
