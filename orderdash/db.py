@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 # Reentrant: a write transaction may call code that opens one of its own (a savepoint).
 _sqlite_turn = threading.RLock()
@@ -29,9 +29,28 @@ def write_transaction() -> Iterator[None]:
     Keep what runs inside short and free of waits on anything but the database (no
     service latency, no Temporal call): every other writer of the process waits for it.
     """
+    # Inside another write transaction, no savepoint: a failure fails the whole (as it
+    # would anyway), and PostgreSQL is spared two round trips per nested write.
+    nested = connection.in_atomic_block
     if connection.vendor != "sqlite":
-        with transaction.atomic():
+        with transaction.atomic(savepoint=not nested):
             yield
         return
-    with _sqlite_turn, transaction.atomic():
+    with _sqlite_turn, transaction.atomic(savepoint=not nested):
         yield
+
+
+def close_request_connections(**kwargs: object) -> None:
+    """At the end of a web request (`request_finished`): close the connections it opened.
+
+    Under daphne (ASGI) each request's sync code runs in a thread of its own, so a
+    persistent connection kept for the next request outlives its thread until the garbage
+    collector finds it: 300 requests from 8 clients left one web process holding 73
+    PostgreSQL connections, and several web processes meet "too many clients already".
+    Django's own handler keeps a connection younger than CONN_MAX_AGE; the threads that
+    live long (the live hub's, the worker's) keep theirs. A connection inside a
+    transaction (a test's) is left alone.
+    """
+    for each in connections.all(initialized_only=True):
+        if not each.in_atomic_block:
+            each.close()

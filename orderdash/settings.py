@@ -160,14 +160,10 @@ SQLITE_OPTIONS = {
     "timeout": 20,
 }
 DATABASE_URL = os.getenv("DATABASE_URL", "")
-# Seconds a connection is kept after a request or an activity. Not in the web process
-# (daphne, ASGI): each request's sync code runs in a thread of its own, and a connection
-# kept past the request outlives its thread until the garbage collector finds it (a burst
-# of 300 requests left one web process holding 73 PostgreSQL connections, so several web
-# processes would meet "too many clients already"). The worker, whose activity threads
-# live long, keeps them (`python -m worker` defaults this to 600): a new connection per
-# activity was a large part of its cost.
-CONN_MAX_AGE = envint("DB_CONN_MAX_AGE", "0")
+# Connections are kept between activities and the live hub's rounds (a new connection per
+# activity was a large part of the worker's cost); stale ones are closed and reopened. A
+# web request's own connection is closed when the request ends (orderdash/db.py).
+CONN_MAX_AGE = envint("DB_CONN_MAX_AGE", "600")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=CONN_MAX_AGE)}
 else:

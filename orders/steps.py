@@ -73,9 +73,10 @@ def record_lost_attempts(
     idempotency_key: str,
     worker: str = "",
     noticed_by: str = "",
+    touch: bool = True,
 ) -> list[int]:
     """Record as lost every attempt from `first` to before `before` that left no row in
-    the ledger.
+    the ledger (and, unless `touch` is False, let the hub know).
 
     An attempt writes its ledger row when the service answers; one whose worker died
     first writes nothing, and Temporal starts the next attempt once a timeout notices.
@@ -111,7 +112,8 @@ def record_lost_attempts(
     with write_transaction():
         # ignore_conflicts: its own row, or another attempt's record of it, came first.
         ServiceCall.objects.bulk_create(lost, ignore_conflicts=True)
-        _touch(order_id, running=False)
+        if touch:
+            _touch(order_id, running=False)
     return missing
 
 
@@ -144,13 +146,15 @@ def record_outcome(
     The hub reads a final status as "nothing changes any more", so the steps must
     already say how it ended when the status is seen.
     """
-    # One transaction: the hub sees the steps and the status change together.
+    # One transaction: the hub sees the steps and the status change together. Rows in the
+    # order every attempt's answer writes them (ledger, step, order): on PostgreSQL, a late
+    # answer meanwhile waits rather than deadlocks.
     with write_transaction():
+        _record_unanswered_last_attempts(order_id)
         if step_states:
             by_name = [When(name=step, then=Value(state)) for step, state in step_states.items()]
             steps = OrderStep.objects.filter(order_id=order_id, name__in=step_states)
             steps.update(state=Case(*by_name, default=F("state")))
-        _record_unanswered_last_attempts(order_id)
         now = timezone.now()
         Order.objects.filter(pk=order_id).update(
             status=status,
@@ -189,6 +193,7 @@ def _record_unanswered_last_attempts(order_id: int) -> None:
             first=attempts,
             idempotency_key=step_key(workflow_id or "", step),
             noticed_by="the order ended without its answer",
+            touch=False,  # the order's end is written next, in the same transaction
         )
 
 

@@ -303,8 +303,11 @@ async def test_a_charge_that_timed_out_is_refunded_when_payment_then_fails_for_g
 
     # Awaiting the result lets the server skip the backoff (31 s of it) meanwhile.
     healing = asyncio.create_task(heal_once_the_charge_step_gave_up())
-    outcome = await handle.result()
-    await healing
+    try:
+        outcome = await handle.result()
+        await healing
+    finally:
+        healing.cancel()
 
     assert outcome.status == "failed"
     assert Charge.objects.get(order=order).refunded_at is not None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
@@ -155,6 +155,11 @@ class _StepAnswer:
 
     def record(self, state: str, **what: str) -> None:
         record_step(self.order_id, self.step, state, attempt=self.attempt, **what)
+        # Recorded once it commits (with the ledger row, when written inside its
+        # transaction): a commit that fails leaves the attempt to record it on its own.
+        transaction.on_commit(self.committed)
+
+    def committed(self) -> None:
         self.recorded = True
 
 

@@ -151,15 +151,8 @@ async def run_worker() -> None:
             log.info("Worker stopping: finishing the activities in hand")
 
 
-# Seconds the worker keeps a database connection, unless DB_CONN_MAX_AGE says otherwise:
-# its activity threads live long, so each keeps one (the web process keeps none).
-WORKER_CONN_MAX_AGE = "600"
-
-
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    # Before Django reads its settings, as DJANGO_SETTINGS_MODULE.
-    os.environ.setdefault("DB_CONN_MAX_AGE", WORKER_CONN_MAX_AGE)
     setup_django()
     from orders.simulator import services
 
