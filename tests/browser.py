@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from playwright.sync_api import Locator, Page, expect
+import time
+
+from playwright.sync_api import FloatRect, Locator, Page, expect
+
+
+def box_once_in_place(locator: Locator, timeout: float = 5) -> FloatRect | None:
+    """Where an element is on the page, or None if it never shows within `timeout`.
+
+    The page's socket swaps the board, the switches and the metrics in as it connects:
+    an element found just before a swap is measured detached, with no box. Measured
+    again, the locator finds the one that replaced it.
+    """
+    deadline = time.monotonic() + timeout
+    while (box := locator.bounding_box()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return box
 
 
 def submit_order_form(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import box_once_in_place
+
 pytestmark = pytest.mark.e2e
 
 LAPTOP = {"width": 1366, "height": 768}
@@ -77,7 +79,7 @@ def test_form_demo_buttons_and_switches_fit_a_1366x768_screen_without_scrolling(
             ),
         ]
         for selector in must_show:
-            box = page.locator(selector).first.bounding_box()
+            box = box_once_in_place(page.locator(selector).first)
             assert box is not None, f"{selector} is not shown"
             inside = box["x"] >= 0 and box["y"] >= 0
             inside = inside and box["x"] + box["width"] <= LAPTOP["width"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser import box_once_in_place
 from tests.e2e.test_dashboard import place_order_from_page
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +47,7 @@ def test_the_strip_is_one_row_at_the_top_of_a_laptop_screen(browser, stack):
         page.goto(stack.url + "/")
         strip = page.locator("#metrics-strip")
         expect(strip).to_be_visible()
-        box = strip.bounding_box()
+        box = box_once_in_place(strip)
         assert box and box["height"] < 48, box  # one row
         for name in ("in_flight", "waiting", "completed_per_minute", "failed_per_minute"):
             expect(page.locator(f'[data-metric="{name}"]')).to_be_in_viewport()
