@@ -37,7 +37,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/live_latency.py
 
-# Orders per second through the whole stack against the bare SDK; BENCH_ORDERS=N (300).
+# Orders per second through the whole stack against the bare SDK; BENCH_ORDERS=N (300),
+# BENCH_DATABASE=postgres (a throwaway cluster) for the stack on PostgreSQL.
 bench-throughput: $(STAMP)
 	$(PY) bench/throughput.py
 

@@ -8,7 +8,7 @@
    bare run, repeated five times on one server, went from 20.5 to 16.3 workflows/s), so
    the stack, measured second, is compared with the mean of the bare runs either side.
 
-BENCH_DB=postgres runs the stack on a throwaway PostgreSQL cluster (orderdash/stack.py)
+BENCH_DATABASE=postgres runs the stack on a throwaway PostgreSQL cluster (orderdash/stack.py)
 instead of SQLite; WORKER_ACTIVITY_THREADS sets the worker's threads as in production.
 """
 
@@ -46,7 +46,7 @@ WARMUP = 5
 HTTP_CLIENTS = 8
 ACTIVITY_THREADS = 32  # as worker/main.py
 DEADLINE_S = 60 + N  # for each timed run to finish; a healthy one needs a fraction of it
-DATABASE = os.getenv("BENCH_DB", "sqlite")
+DATABASE = os.getenv("BENCH_DATABASE", "sqlite")
 # Seconds from an attempt's start to its ledger row, in each database's dialect.
 ROW_SECONDS = {
     "sqlite": "86400 * (julianday(created_at) - julianday(started_at))",
@@ -125,7 +125,7 @@ class Stack:
         }
         self.processes: dict[str, subprocess.Popen] = {}
         self.db: sqlite3.Connection | None = None
-        self.database_server: int | None = None  # PostgreSQL's pid, when BENCH_DB=postgres
+        self.database_server: int | None = None  # PostgreSQL's pid, when BENCH_DATABASE=postgres
 
     def spawn(self, name: str, *args: str) -> None:
         with (self.workdir / f"{name}.log").open("ab") as out:
