@@ -134,12 +134,11 @@ def load_orders(
     for call in ServiceCall.objects.filter(order_id__in=ids).order_by("id"):
         calls[call.order_id].append(call)
     ledgers = {pk: tuple((call.id, call.outcome) for call in calls[pk]) for pk in ids}
-    cached = effects_cache if effects_cache is not None else {}
-    effects = {pk: cached[pk][1] for pk in ids if pk in cached and cached[pk][0] == ledgers[pk]}
+    cache = {} if effects_cache is None else effects_cache
+    effects = {pk: cache[pk][1] for pk in ids if pk in cache and cache[pk][0] == ledgers[pk]}
     if stale := [pk for pk in ids if pk not in effects]:
         effects |= OrderEffects.of_orders(stale)
-    if effects_cache is not None:
-        effects_cache.update({pk: (ledgers[pk], effects[pk]) for pk in ids})
+    cache.update({pk: (ledgers[pk], effects[pk]) for pk in ids})
     history: dict[int, list[OperatorAction]] = {pk: [] for pk in ids}
     for action in OperatorAction.objects.filter(order_id__in=ids).order_by("-id"):
         history[action.order_id].append(action)

@@ -224,19 +224,17 @@ def run_step(
         )
         try:
             reference = call(ctx)
+        # Every answer the service gives, a rejection and a success included, was recorded
+        # with its ledger row (`answer`); only a ledger row never written leaves it to us.
         except services.BusinessRejection as exc:
-            if not answer.recorded:
-                answer.record(StepState.FAILED, error=str(exc))
             raise ApplicationError(
                 str(exc), ctx.attempt, type=exc.error_type, non_retryable=True
             ) from exc
         except Exception as exc:
-            if not answer.recorded:  # it failed before its ledger row was written
+            if not answer.recorded:  # the database failed before the ledger row was in
                 answer(Outcome.ERROR, str(exc) or type(exc).__name__)
             error_type = getattr(exc, "error_type", type(exc).__name__)
             raise ApplicationError(str(exc) or error_type, ctx.attempt, type=error_type) from exc
-        if not answer.recorded:
-            answer.record(StepState.COMPLETED, result=reference)
         return StepResult(reference=reference, attempt=ctx.attempt)
 
 
@@ -251,22 +249,15 @@ def run_compensation(
     """
     with _fresh_connection(), _heartbeating():
         ctx = _context(request)
-        answered: list[str] = []
-
-        def touch_with_ledger_row(outcome: str, text: str) -> None:
-            touch_order(request.order_id)
-            answered.append(outcome)
-
-        ctx.answered = touch_with_ledger_row
+        # The hub learns of the undo's ledger row in the transaction that writes it; an
+        # undo that wrote none changed nothing the hub shows.
+        ctx.answered = lambda _outcome, _text: touch_order(request.order_id)
         _record_lost_attempts(request, *ledger_call)
         try:
             reference = call(ctx)
         except Exception as exc:
             error_type = getattr(exc, "error_type", type(exc).__name__)
             raise ApplicationError(str(exc) or error_type, type=error_type) from exc
-        finally:
-            if not answered:
-                touch_order(request.order_id)
         return StepResult(reference=reference, attempt=ctx.attempt)
 
 
