@@ -49,7 +49,8 @@ def close_request_connections(**kwargs: object) -> None:
     PostgreSQL connections, and several web processes meet "too many clients already".
     Django's own handler keeps a connection younger than CONN_MAX_AGE; the threads that
     live long (the live hub's, the worker's) keep theirs. A connection inside a
-    transaction (a test's) is left alone.
+    transaction (a test's) is left alone. On PostgreSQL, closing hands the connection
+    back to the process's pool (settings.DB_POOL_MAX_SIZE).
     """
     for each in connections.all(initialized_only=True):
         if not each.in_atomic_block:

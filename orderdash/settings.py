@@ -160,9 +160,10 @@ SQLITE_OPTIONS = {
     "timeout": 20,
 }
 DATABASE_URL = os.getenv("DATABASE_URL", "")
-# Connections are kept between activities and the live hub's rounds (a new connection per
-# activity was a large part of the worker's cost); stale ones are closed and reopened. A
-# web request's own connection is closed when the request ends (orderdash/db.py).
+# SQLite connections are kept between activities and the live hub's rounds (a new
+# connection per activity was a large part of the worker's cost); stale ones are closed
+# and reopened. A web request's own connection is closed when the request ends
+# (orderdash/db.py). PostgreSQL's are pooled instead (DB_POOL_MAX_SIZE below).
 CONN_MAX_AGE = envint("DB_CONN_MAX_AGE", "600")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=CONN_MAX_AGE)}
@@ -249,6 +250,24 @@ WORKER_POLLER_STALE_SECONDS = envfloat("WORKER_POLLER_STALE_SECONDS", "5")
 # Activities running at once per worker. SQLite takes one writer at a time: more threads
 # only queue on its lock (and miss heartbeats); PostgreSQL takes more.
 WORKER_ACTIVITY_THREADS = envint("WORKER_ACTIVITY_THREADS", "8" if USING_SQLITE else "16")
+# On PostgreSQL each process borrows its connections from a pool of its own (psycopg's),
+# and Django hands a connection back where it would close it. Without one, a connection
+# per web request costs PostgreSQL a new backend process each time (under daphne a kept
+# connection would outlive its request's thread: orderdash/db.py). Big enough for every
+# activity thread at once, plus the order starter and the local activities.
+DB_POOL_MAX_SIZE = envint("DB_POOL_MAX_SIZE", str(WORKER_ACTIVITY_THREADS + 4))
+# How long a thread waits for a free pooled connection before its work fails.
+DB_POOL_TIMEOUT = envfloat("DB_POOL_TIMEOUT", "10")
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # kept by the pool instead
+    # A connection is checked as it leaves the pool: one that a restarted server dropped
+    # is replaced, not handed to a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": DB_POOL_TIMEOUT,
+    }
 # Long enough for the dashboard to show the worker down (it calls a worker down after a
 # few seconds without polls), short enough that the interrupted order resumes within seconds.
 WORKER_RESTART_PAUSE = envfloat("WORKER_RESTART_PAUSE", "6")

@@ -3,11 +3,16 @@ one transaction with the step's record of its answer."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import pytest
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 
 from orderdash.db import write_transaction
@@ -112,3 +117,51 @@ def test_a_failed_record_of_the_answer_takes_its_ledger_row_with_it(running_orde
     # The charge went through (as a service's would); the attempt wrote no half record,
     # and its retry finds the charge and replays it.
     assert not ServiceCall.objects.filter(order_id=running_order.pk).exists()
+
+
+SETTINGS_OF_A_PROCESS = """
+import json
+from django.conf import settings
+db = settings.DATABASES["default"]
+print(json.dumps([db["CONN_MAX_AGE"], db.get("OPTIONS", {}).get("pool")]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("environment", "kept_for", "pool"),
+    [
+        # SQLite: each thread keeps its own connection, no pool.
+        ({"DATABASE_URL": "sqlite:///unused.sqlite3"}, 600, None),
+        # PostgreSQL: a pool for every activity thread, plus the starter and the records.
+        (
+            {"DATABASE_URL": "postgres://app@db:5432/orders"},
+            0,
+            {"min_size": 2, "max_size": 20, "timeout": 10.0},
+        ),
+        (
+            {"DATABASE_URL": "postgres://app@db/orders", "WORKER_ACTIVITY_THREADS": "32"},
+            0,
+            {"min_size": 2, "max_size": 36, "timeout": 10.0},
+        ),
+        (
+            {"DATABASE_URL": "postgres://app@db/orders", "DB_POOL_MAX_SIZE": "50"}
+            | {"DB_POOL_TIMEOUT": "3"},
+            0,
+            {"min_size": 2, "max_size": 50, "timeout": 3.0},
+        ),
+    ],
+)
+def test_postgresql_connections_are_pooled_and_sqlite_ones_kept(environment, kept_for, pool):
+    """Settings as a process started with this environment reads them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DB_"))}
+    env.pop("WORKER_ACTIVITY_THREADS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SETTINGS_OF_A_PROCESS],
+        cwd=settings.BASE_DIR,
+        env=env | {"DJANGO_SETTINGS_MODULE": "orderdash.settings"} | environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == [kept_for, pool]

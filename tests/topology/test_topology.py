@@ -149,15 +149,21 @@ def test_a_worker_killed_mid_batch_leaves_every_order_finished_by_the_other(topo
     topology.start_worker("worker-1")  # back to two for whatever runs next
 
 
-def test_a_burst_of_requests_leaves_no_database_connections_behind(topology):
-    """Under daphne each request's sync code runs in a thread of its own: a connection kept
-    past the request (persistent connections) outlives the thread, and a burst of requests
-    used to leave one web process holding dozens, until PostgreSQL refused new clients."""
+def test_a_burst_of_requests_borrows_pooled_connections_and_keeps_none_behind(topology):
+    """Each web process borrows PostgreSQL connections from its pool and hands them back.
+
+    Under daphne each request's sync code runs in a thread of its own: a connection kept
+    past the request outlived the thread, and a burst of requests used to leave one web
+    process holding dozens until PostgreSQL refused new clients; one closed per request
+    cost PostgreSQL a new backend process for every request instead."""
     count_connections = (
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid != pg_backend_pid()"
     )
+    # Every connection ever made to the database (the test's own reads included).
+    sessions = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
     (before,) = topology.query(count_connections)[0]
+    (sessions_before,) = topology.query(sessions)[0]
     metrics = urllib.request.Request(
         f"{topology.web_urls[0]}/metrics",
         headers={"Authorization": f"Bearer {DOTENV['METRICS_TOKEN']}"},
@@ -168,12 +174,17 @@ def test_a_burst_of_requests_leaves_no_database_connections_behind(topology):
             response.read()
             return response.status
 
-    peak = before
+    peak, reads = before, 0
     with ThreadPoolExecutor(max_workers=8) as clients:
         scrapes = [clients.submit(scrape, n) for n in range(300)]
         while not all(scrape.done() for scrape in scrapes):
             peak = max(peak, topology.query(count_connections)[0][0])
+            reads += 1
             time.sleep(0.05)
     assert [scrape.result() for scrape in scrapes] == [200] * 300
     # At most one connection per request in flight (8 clients), and a few for the hub.
     assert peak - before <= 12, f"{before} connections before the burst, {peak} during it"
+    (sessions_after,) = topology.query(sessions)[0]
+    # Without the pool, one new connection (a backend process) per request: 300 more.
+    new_connections = sessions_after - sessions_before - reads - 1
+    assert new_connections <= 12, f"{new_connections} new connections for 300 requests"
