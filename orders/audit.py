@@ -25,7 +25,7 @@ from django.db import models
 from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
-from orders.contract import SERVICES, OrderStatus
+from orders.contract import SERVICES, OrderStatus, Service
 from orders.models import Engine, Order
 from orders.simulator.models import (
     Charge,
@@ -85,16 +85,32 @@ class OrderEffects:
     @classmethod
     def of_orders(cls, order_ids: list[int]) -> dict[int, OrderEffects]:
         """Effects of many orders, one query per kind of effect."""
-        effects = {pk: cls([], [], [], []) for pk in order_ids}
-        for model, kind in (
-            (Reservation, "reservations"),
-            (Charge, "charges"),
-            (Shipment, "shipments"),
-            (Message, "messages"),
-        ):
-            for row in model.objects.filter(order_id__in=order_ids).order_by("id"):
-                getattr(effects[row.order_id], kind).append(row)
-        return effects
+        rows = effect_rows(dict.fromkeys(EFFECT_KINDS, order_ids))
+        return {pk: cls(**{kind: rows[kind][pk] for kind in EFFECT_KINDS}) for pk in order_ids}
+
+
+# Each kind of effect, its rows' model, and the services whose calls leave it: a service
+# writes its ledger row after its effect, so while those services' ledger rows stay as
+# they were, so do these rows.
+EFFECT_KINDS: dict[str, tuple[type[models.Model], tuple[str, ...]]] = {
+    "reservations": (Reservation, (Service.INVENTORY,)),
+    "charges": (Charge, (Service.PAYMENT,)),
+    "shipments": (Shipment, (Service.SHIPPING,)),
+    "messages": (Message, (Service.EMAIL, Service.SMS)),
+}
+
+
+def effect_rows(wanted: dict[str, list[int]]) -> dict[str, dict[int, list[Any]]]:
+    """Per kind of effect, the rows of the orders wanted for it (one query per kind)."""
+    found: dict[str, dict[int, list[Any]]] = {}
+    for kind, order_ids in wanted.items():
+        found[kind] = {pk: [] for pk in order_ids}
+        if not order_ids:
+            continue
+        model = EFFECT_KINDS[kind][0]
+        for row in model.objects.filter(order_id__in=order_ids).order_by("id"):
+            found[kind][row.order_id].append(row)
+    return found
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from channels.db import database_sync_to_async
 from django.db.models import TextChoices
 
-from orders.audit import OrderAudit, OrderEffects, audit_order
+from orders.audit import EFFECT_KINDS, OrderAudit, OrderEffects, audit_order, effect_rows
 from orders.contract import OrderProgress, StepState
 from orders.models import Engine, OperatorAction, Order, OrderStep
 from orders.simulator.models import ServiceCall
@@ -105,8 +105,9 @@ def in_flight_on_temporal(order: Order) -> bool:
     )
 
 
-# Per order: its ledger as last read (each row's id and outcome) and the effects read then.
-EffectsCache = dict[int, tuple[tuple, OrderEffects]]
+# Per order: per kind of effect, its services' ledger rows as last read (each row's id and
+# outcome), and the effects read then.
+EffectsCache = dict[int, tuple[dict[str, tuple], OrderEffects]]
 
 
 def load_orders(
@@ -117,11 +118,12 @@ def load_orders(
     Grouped by hand rather than with prefetch_related, which builds a queryset per order
     and relation: for the hub's batches that bookkeeping cost more than the queries.
 
-    With a cache (the hub keeps one), an order's effects are read again only when its
-    ledger changed: a service writes its ledger row after its effect, so effects read
-    along with a ledger are never older than it. Four queries, and a quarter of the work
-    of rebuilding a watched order, saved on every change that is not a service's answer
-    (an attempt starting, Temporal's news).
+    With a cache (the hub keeps one), a kind of effect (an order's reservations, say) is
+    read again only when the ledger of the services that leave it changed: a service
+    writes its ledger row after its effect, so effects read along with a ledger are never
+    older than it. All four queries, and a quarter of the work of rebuilding a watched
+    order, saved on every change that is not a service's answer (an attempt starting,
+    Temporal's news), and three of them on one that is.
     """
     orders = {
         o.pk: o for o in Order.objects.filter(pk__in=list(order_ids)).select_related("product")
@@ -133,11 +135,23 @@ def load_orders(
     calls: dict[int, list[ServiceCall]] = {pk: [] for pk in ids}
     for call in ServiceCall.objects.filter(order_id__in=ids).order_by("id"):
         calls[call.order_id].append(call)
-    ledgers = {pk: tuple((call.id, call.outcome) for call in calls[pk]) for pk in ids}
+    ledgers = {
+        pk: {
+            kind: tuple((c.id, c.outcome) for c in calls[pk] if c.service in services)
+            for kind, (_model, services) in EFFECT_KINDS.items()
+        }
+        for pk in ids
+    }
     cache = {} if effects_cache is None else effects_cache
-    effects = {pk: cache[pk][1] for pk in ids if pk in cache and cache[pk][0] == ledgers[pk]}
-    if stale := [pk for pk in ids if pk not in effects]:
-        effects |= OrderEffects.of_orders(stale)
+    stale = {
+        kind: [pk for pk in ids if pk not in cache or cache[pk][0][kind] != ledgers[pk][kind]]
+        for kind in EFFECT_KINDS
+    }
+    rows = effect_rows(stale)
+    effects: dict[int, OrderEffects] = {}
+    for pk in ids:
+        read = {kind: rows[kind][pk] for kind in EFFECT_KINDS if pk in rows[kind]}
+        effects[pk] = replace(cache[pk][1], **read) if pk in cache else OrderEffects(**read)
     cache.update({pk: (ledgers[pk], effects[pk]) for pk in ids})
     history: dict[int, list[OperatorAction]] = {pk: [] for pk in ids}
     for action in OperatorAction.objects.filter(order_id__in=ids).order_by("-id"):

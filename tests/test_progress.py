@@ -15,7 +15,7 @@ from orders.contract import StepState
 from orders.models import Order, OrderStep
 from orders.placement import create_order
 from orders.progress import Source, TemporalView, load_orders, snapshot_of
-from orders.simulator.models import Charge, Outcome, ServiceCall
+from orders.simulator.models import Charge, Outcome, Reservation, ServiceCall
 from orders.step_state import PendingAttempt
 from orders.temporal import WorkflowState
 
@@ -174,29 +174,44 @@ def test_a_workflow_terminated_in_temporal_says_so_on_the_page(order):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_effects_are_read_again_only_when_the_ledger_changed(order, django_assert_num_queries):
-    def charge(attempt: int, outcome: str) -> None:
+def test_effects_are_read_again_only_when_their_services_ledger_changed(
+    order, django_assert_num_queries
+):
+    def answer(service: str, operation: str, attempt: int, outcome: str) -> None:
         ServiceCall.objects.update_or_create(
             order=order,
-            service="payment",
-            operation="charge",
+            service=service,
+            operation=operation,
             attempt=attempt,
-            defaults={"outcome": outcome, "idempotency_key": f"k-{order.pk}"},
+            defaults={"outcome": outcome, "idempotency_key": f"k-{order.pk}-{operation}"},
         )
 
+    def reserve() -> None:
+        Reservation.objects.create(key="r", order=order, product=order.product, quantity=1)
+
     cache: dict = {}
-    charge(1, Outcome.ERROR)
+    answer("payment", "charge", 1, Outcome.ERROR)
     steps = [
-        # (what happens first, queries, charges the audit sees)
-        (lambda: None, 8, 0),  # the first read fills the cache
-        (lambda: record_inventory(order, StepState.RUNNING, 2), 4, 0),  # no answer: cached
+        # (what happens first, queries, (reservations, charges) the audit sees)
+        (lambda: None, 8, (0, 0)),  # the first read fills the cache
+        (lambda: record_inventory(order, StepState.RUNNING, 2), 4, (0, 0)),  # no answer: cached
         # An effect before its ledger row: not seen until the row comes.
-        (lambda: Charge.objects.create(order=order, key="c", payment_id="P", amount_cents=1), 4, 0),
-        (lambda: charge(2, Outcome.OK), 8, 1),  # the ledger moved: effects read again
-        (lambda: charge(2, Outcome.REPLAYED), 8, 1),  # a row's outcome changed
+        (
+            lambda: Charge.objects.create(order=order, key="c", payment_id="P", amount_cents=1),
+            4,
+            (0, 0),
+        ),
+        # The payment ledger moved: the charges are read again, and nothing else.
+        (lambda: answer("payment", "charge", 2, Outcome.OK), 5, (0, 1)),
+        (lambda: answer("payment", "charge", 2, Outcome.REPLAYED), 5, (0, 1)),  # an outcome
+        (reserve, 4, (0, 1)),
+        (lambda: answer("inventory", "reserve", 1, Outcome.OK), 5, (1, 1)),
+        # Email and SMS leave one kind of effect (messages): one query for either.
+        (lambda: answer("sms", "send", 1, Outcome.ERROR), 5, (1, 1)),
     ]
-    for happen, queries, charges in steps:
+    for happen, queries, (reservations, charges) in steps:
         happen()
         with django_assert_num_queries(queries):
             record = load_orders([order.pk], cache)[order.pk]
-        assert len(record.audit.effects.charges) == charges
+        effects = record.audit.effects
+        assert (len(effects.reservations), len(effects.charges)) == (reservations, charges)
