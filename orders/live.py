@@ -2,8 +2,9 @@
 
 Sockets tell the hub what they watch (an order, the board, the worker status) and on which
 channel. Each tick (every 25 ms) the loop reads the watched orders' database signatures in
-one query, rebuilds and renders the ones that moved in one thread hop, and sends a fragment
-to the order's watchers only when it changed. Temporal is asked in the background: at once
+one query, rebuilds and renders the ones that moved in one thread hop, and sends each
+order's fragment to its watchers as soon as it is rendered (while the next renders), and
+only when it changed. Temporal is asked in the background: at once
 for an order newly watched, quickly again while a retry the database announced waits for
 Temporal's schedule (or while a saga runs), and otherwise on a slow periodic round. So
 Temporal load grows with the orders watched, never with the number of sockets. The board
@@ -351,37 +352,56 @@ class Hub:
         marked = {pk for pk, watch in watches.items() if watch.dirty}
         for pk in marked:
             watches[pk].dirty = False  # marked again by whatever is heard meanwhile
-        built: dict[int, tuple[OrderSnapshot, str] | None] = {}
+        loop = asyncio.get_running_loop()
+        taken: list[int] = []
+        sends: list[asyncio.Task] = []
+
+        def ready(pk: int, entry: Built | None) -> None:
+            # Called in the rendering thread as each order is ready: handed to the loop,
+            # which sends it at once while the thread renders the next. Orders that
+            # change together (a wave of retries) no longer all wait for the last one.
+            loop.call_soon_threadsafe(self._take_built, pk, entry, taken, sends)
+
         try:
             # One hop to a thread per tick: the signatures, then loading and rendering what
             # moved, are sync work. database_sync_to_async closes the thread's stale
             # connection, as Django does after a request: a restarted database is
-            # reconnected to.
-            signatures, built = await database_sync_to_async(
-                _read_and_build, thread_sensitive=False
-            )(watches, marked, self.worker)
+            # reconnected to. The loop runs callbacks in the order they came, so every
+            # order handed to `ready` is taken before the hop's own answer arrives.
+            signatures = await database_sync_to_async(_read_and_build, thread_sensitive=False)(
+                watches, marked, self.worker, ready
+            )
             for pk, watch in watches.items():
                 if signatures.get(pk) != watch.signature:
                     watch.signature, watch.quick_asks = signatures.get(pk), 0
-            for pk, entry in built.items():
-                watch = self.orders.get(pk)  # some left while we waited
-                if watch is None:
-                    continue
-                if entry is None:  # gone from the database: nothing to watch
-                    watch.snapshot = None
-                    del self.orders[pk]
-                    continue
-                watch.snapshot, html = entry
-                if watch.needs_follow_up and watch.quick_asks == 0:
+            for pk in taken:
+                watch = self.orders.get(pk)
+                if watch is not None and watch.needs_follow_up and watch.quick_asks == 0:
                     watch.ask_at = min(watch.ask_at, now)
-                if html and html != watch.html:
-                    await _send(watch.channels, html)
-                    watch.html = html  # only once sent: a failed send is tried again
+            # This tick's fragments are out before the next tick renders newer ones.
+            await asyncio.gather(*sends)
         except Exception:
-            for pk in marked | built.keys():  # nothing was shown: try again on the next tick
+            for pk in marked | set(taken):  # nothing was shown: try again on the next tick
                 if pk in self.orders:
                     self.orders[pk].dirty = True
             raise
+
+    def _take_built(
+        self, pk: int, entry: Built | None, taken: list[int], sends: list[asyncio.Task]
+    ) -> None:
+        """One order rebuilt (None: gone from the database): keep its picture, and send
+        its fragment to its watchers if it changed."""
+        watch = self.orders.get(pk)  # some left while we waited
+        if watch is None:
+            return
+        if entry is None:  # gone from the database: nothing to watch
+            watch.snapshot = None
+            del self.orders[pk]
+            return
+        taken.append(pk)
+        watch.snapshot, html = entry
+        if html and html != watch.html:
+            sends.append(asyncio.ensure_future(_send_fragment(watch, html)))
 
     def _due_asks(self, now: float) -> list[int]:
         return [
@@ -525,6 +545,11 @@ class Hub:
         self.__init__()
 
 
+async def _send_fragment(watch: OrderWatch, html: str) -> None:
+    await _send(watch.channels, html)
+    watch.html = html  # only once sent: a failed send is tried again
+
+
 async def _send(channels: Iterable[str], html: str) -> None:
     """A fragment to each watching socket's own channel.
 
@@ -544,46 +569,55 @@ def _metrics_fragment(worker: str) -> str:
     return render_metrics(current_metrics(), worker)
 
 
+# An order rebuilt: its picture, and the fragment to send ("" for none yet).
+Built = tuple[OrderSnapshot, str]
+
+
 def _read_and_build(
-    watches: dict[int, OrderWatch], marked: set[int], worker: str
-) -> tuple[dict[int, tuple], dict[int, tuple[OrderSnapshot, str] | None]]:
-    """The signatures of the watched orders, and the orders built whose signature moved
-    (or that were marked: Temporal said something new, the worker came or went)."""
+    watches: dict[int, OrderWatch],
+    marked: set[int],
+    worker: str,
+    ready: Callable[[int, Built | None], None],
+) -> dict[int, tuple]:
+    """The signatures of the watched orders; each order whose signature moved (or that
+    was marked: Temporal said something new, the worker came or went) is rebuilt and
+    handed to `ready` as soon as it is."""
     signatures = _order_signatures(list(watches))
     moved = {
         pk: watch
         for pk, watch in watches.items()
         if pk in marked or signatures.get(pk) != watch.signature
     }
-    return signatures, _load_and_render(moved, worker) if moved else {}
+    if moved:
+        _load_and_render(moved, worker, ready)
+    return signatures
 
 
 def _load_and_render(
-    watches: dict[int, OrderWatch], worker: str
-) -> dict[int, tuple[OrderSnapshot, str] | None]:
-    """Snapshot and fragment per order; None for an order that no longer exists. No
-    fragment ("") for an order in flight on Temporal not asked yet, so nobody sees a
-    half picture first. An order that fails to render is left out and tried again."""
+    watches: dict[int, OrderWatch], worker: str, ready: Callable[[int, Built | None], None]
+) -> None:
+    """Snapshot and fragment per order, each handed to `ready` once built; None for an
+    order that no longer exists. No fragment ("") for an order in flight on Temporal not
+    asked yet, so nobody sees a half picture first. An order that fails to render is left
+    out and tried again when it changes."""
     worker_up = worker == WORKER_UP
     effects = {pk: watch.effects for pk, watch in watches.items() if watch.effects is not None}
-    records = load_orders(watches, effects)
+    records = load_orders(watches, effects)  # every order's rows in a handful of queries
     for pk, read in effects.items():
         watches[pk].effects = read
-    built: dict[int, tuple[OrderSnapshot, str] | None] = {pk: None for pk in watches}
+    for pk in watches.keys() - records.keys():
+        ready(pk, None)
     for pk, record in records.items():
         watch = watches[pk]
         try:
             snapshot = snapshot_of(record, watch.temporal, worker_up=worker_up)
             asked = watch.temporal is not None or not in_flight_on_temporal(record.order)
-            built[pk] = (
-                snapshot,
-                render_order(snapshot, worker, watch.ledger_cache) if asked else "",
-            )
+            html = render_order(snapshot, worker, watch.ledger_cache) if asked else ""
         except Exception:
             # One order that cannot be shown must not hold back the rest of the batch.
             log.exception("Rendering order %s failed; it is tried again when it changes", pk)
-            del built[pk]
-    return built
+            continue
+        ready(pk, (snapshot, html))
 
 
 def _order_signatures(order_ids: list[int]) -> dict[int, tuple]:

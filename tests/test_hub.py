@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from orders.board import PAGE_REREAD_S
 from orders.contract import StepState
 from orders.live import Hub, OrderWatch
 from orders.models import Order, OrderStep
+from orders.placement import create_order
 from orders.progress import TemporalView
 from orders.step_state import PendingAttempt
 from orders.steps import record_step
@@ -92,6 +94,51 @@ async def test_orders_whose_update_could_not_be_sent_are_sent_again(running_orde
     with pytest.raises(ConnectionError):
         await hub._refresh_orders(now())
     assert hub.orders[pk].html == "" and hub.orders[pk].dirty
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_each_order_of_a_tick_is_sent_as_soon_as_it_is_rendered(running_order, monkeypatch):
+    """Orders that change together (a wave of retries) are rendered one after the other in
+    one tick: each goes out while the next is rendered, not once all are."""
+    second = await sync_to_async(create_order)(
+        {
+            "product": running_order.product,
+            "quantity": 1,
+            "customer_name": "Grace Hopper",
+            "email": "grace@example.com",
+            "address": "1 Harvard Way",
+        }
+    )
+    await Order.objects.filter(pk=second.pk).aupdate(
+        workflow_id=f"{running_order.workflow_id}-2", status="running"
+    )
+    first_sent = threading.Event()
+    sent: list[str] = []
+
+    class RecordingLayer:
+        async def send(self, channel: str, message: dict) -> None:
+            sent.append(channel)
+            first_sent.set()
+
+    went_out_before: list[bool] = []  # per order rendered: had the one before gone out?
+    render = live.render_order
+
+    def render_once_the_one_before_went_out(snapshot, *args: object) -> str:
+        went_out_before.append(not went_out_before or first_sent.wait(timeout=5))
+        return render(snapshot, *args)
+
+    monkeypatch.setattr(live, "get_channel_layer", RecordingLayer)
+    monkeypatch.setattr(live, "render_order", render_once_the_one_before_went_out)
+    hub = Hub()
+    unreachable = TemporalView(reachable=False)  # rendered without asking Temporal first
+    hub.orders = {
+        pk: OrderWatch(channels={f"test!{pk}"}, temporal=unreachable)
+        for pk in (running_order.pk, second.pk)
+    }
+    await hub._refresh_orders(now())
+    assert went_out_before == [True, True]
+    assert sorted(sent) == sorted(f"test!{pk}" for pk in hub.orders)
+    assert all(watch.html for watch in hub.orders.values())
 
 
 @pytest.mark.django_db(transaction=True)
