@@ -47,10 +47,10 @@ def close_request_connections(**kwargs: object) -> None:
     persistent connection kept for the next request outlives its thread until the garbage
     collector finds it: 300 requests from 8 clients left one web process holding 73
     PostgreSQL connections, and several web processes meet "too many clients already".
-    Django's own handler keeps a connection younger than CONN_MAX_AGE; the threads that
-    live long (the live hub's, the worker's) keep theirs. A connection inside a
-    transaction (a test's) is left alone. On PostgreSQL, closing hands the connection
-    back to the process's pool (settings.DB_POOL_MAX_SIZE).
+    Django's own handler keeps a connection younger than CONN_MAX_AGE; on SQLite the
+    threads that live long (the live hub's, the worker's) keep theirs. A connection
+    inside a transaction (a test's) is left alone. On PostgreSQL every connection is
+    pooled (settings.DB_POOL_MAX_SIZE): closing one hands it back to the process's pool.
     """
     for each in connections.all(initialized_only=True):
         if not each.in_atomic_block:

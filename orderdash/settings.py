@@ -259,6 +259,14 @@ DB_POOL_MAX_SIZE = envint("DB_POOL_MAX_SIZE", str(WORKER_ACTIVITY_THREADS + 4))
 # How long a thread waits for a free pooled connection before its work fails.
 DB_POOL_TIMEOUT = envfloat("DB_POOL_TIMEOUT", "10")
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    if DB_POOL_MAX_SIZE < WORKER_ACTIVITY_THREADS + 2:
+        # Said at start: short of connections, attempts would wait DB_POOL_TIMEOUT for one
+        # and run past their own timeout instead.
+        raise ImproperlyConfigured(
+            f"DB_POOL_MAX_SIZE ({DB_POOL_MAX_SIZE}) must be at least WORKER_ACTIVITY_THREADS"
+            f" + 2 ({WORKER_ACTIVITY_THREADS + 2}): every activity thread, the order starter"
+            " and the order's own records each hold a connection at once."
+        )
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # kept by the pool instead
     # A connection is checked as it leaves the pool: one that a restarted server dropped
     # is replaced, not handed to a request.

@@ -353,14 +353,13 @@ class Hub:
         for pk in marked:
             watches[pk].dirty = False  # marked again by whatever is heard meanwhile
         loop = asyncio.get_running_loop()
-        taken: list[int] = []
-        sends: list[asyncio.Task] = []
+        tick = _Tick()
 
         def ready(pk: int, entry: Built | None) -> None:
             # Called in the rendering thread as each order is ready: handed to the loop,
             # which sends it at once while the thread renders the next. Orders that
             # change together (a wave of retries) no longer all wait for the last one.
-            loop.call_soon_threadsafe(self._take_built, pk, entry, taken, sends)
+            loop.call_soon_threadsafe(self._take_built, tick, pk, watches[pk], entry)
 
         try:
             # One hop to a thread per tick: the signatures, then loading and rendering what
@@ -374,34 +373,40 @@ class Hub:
             for pk, watch in watches.items():
                 if signatures.get(pk) != watch.signature:
                     watch.signature, watch.quick_asks = signatures.get(pk), 0
-            for pk in taken:
+            for pk in tick.taken:
                 watch = self.orders.get(pk)
                 if watch is not None and watch.needs_follow_up and watch.quick_asks == 0:
                     watch.ask_at = min(watch.ask_at, now)
-            # This tick's fragments are out before the next tick renders newer ones.
-            await asyncio.gather(*sends)
         except Exception:
-            for pk in marked | set(taken):  # nothing was shown: try again on the next tick
+            await tick.close()
+            for pk in marked | set(tick.taken):  # nothing was shown: try again next tick
                 if pk in self.orders:
                     self.orders[pk].dirty = True
             raise
+        finally:
+            # A tick cancelled while its thread still renders (the hub stopping): what
+            # the thread hands over afterwards is dropped, as the whole batch was before.
+            tick.over = True
+        # This tick's fragments are out before the next tick renders newer ones.
+        if failed := await tick.close():
+            for pk in failed:
+                if pk in self.orders:
+                    self.orders[pk].dirty = True
+            raise failed[next(iter(failed))]
 
-    def _take_built(
-        self, pk: int, entry: Built | None, taken: list[int], sends: list[asyncio.Task]
-    ) -> None:
+    def _take_built(self, tick: _Tick, pk: int, watch: OrderWatch, entry: Built | None) -> None:
         """One order rebuilt (None: gone from the database): keep its picture, and send
         its fragment to its watchers if it changed."""
-        watch = self.orders.get(pk)  # some left while we waited
-        if watch is None:
+        if tick.over or self.orders.get(pk) is not watch:  # left (and came back) meanwhile
             return
         if entry is None:  # gone from the database: nothing to watch
             watch.snapshot = None
             del self.orders[pk]
             return
-        taken.append(pk)
+        tick.taken.append(pk)
         watch.snapshot, html = entry
         if html and html != watch.html:
-            sends.append(asyncio.ensure_future(_send_fragment(watch, html)))
+            tick.sends[pk] = asyncio.ensure_future(_send_fragment(watch, html))
 
     def _due_asks(self, now: float) -> list[int]:
         return [
@@ -571,6 +576,24 @@ def _metrics_fragment(worker: str) -> str:
 
 # An order rebuilt: its picture, and the fragment to send ("" for none yet).
 Built = tuple[OrderSnapshot, str]
+
+
+@dataclass
+class _Tick:
+    """One round of rebuilding the watched orders: what it took and sent."""
+
+    taken: list[int] = field(default_factory=list)
+    sends: dict[int, asyncio.Task] = field(default_factory=dict)
+    over: bool = False  # nothing handed over from now on is taken
+
+    async def close(self) -> dict[int, BaseException]:
+        """Wait for every send; the orders whose send failed, with why."""
+        outcomes = await asyncio.gather(*self.sends.values(), return_exceptions=True)
+        return {
+            pk: outcome
+            for pk, outcome in zip(self.sends, outcomes, strict=True)
+            if isinstance(outcome, BaseException)
+        }
 
 
 def _read_and_build(

@@ -142,6 +142,39 @@ async def test_each_order_of_a_tick_is_sent_as_soon_as_it_is_rendered(running_or
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_what_a_cancelled_tick_renders_afterwards_is_dropped(running_order, monkeypatch):
+    """The hub stopping cancels its tick, but not the thread rendering for it: an order
+    that thread finishes afterwards is neither kept nor sent."""
+    rendering, finish = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    class RecordingLayer:
+        async def send(self, channel: str, message: dict) -> None:
+            sent.append(channel)
+
+    render = live.render_order
+
+    def slow_render(snapshot, *args: object) -> str:
+        rendering.set()
+        finish.wait(timeout=5)
+        return render(snapshot, *args)
+
+    monkeypatch.setattr(live, "get_channel_layer", RecordingLayer)
+    monkeypatch.setattr(live, "render_order", slow_render)
+    hub = Hub()
+    watch = OrderWatch(channels={"test!socket"}, temporal=TemporalView(reachable=False))
+    hub.orders = {running_order.pk: watch}
+    tick = asyncio.ensure_future(hub._refresh_orders(now()))
+    await asyncio.to_thread(rendering.wait, 5)
+    tick.cancel()
+    finish.set()
+    with pytest.raises(asyncio.CancelledError):
+        await tick
+    await asyncio.sleep(0.5)  # the thread finishes and hands its order over
+    assert (watch.snapshot, watch.html, sent) == (None, "", [])
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_retry_the_database_announced_is_followed_up_quickly_with_describe_only(
     running_order, monkeypatch
 ):
