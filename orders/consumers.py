@@ -66,6 +66,15 @@ class LiveConsumer(QuietConsumer):
     async def send_html(self, event: dict) -> None:
         await self.send(text_data=event["html"])
 
+    async def dispatch(self, message: dict) -> None:
+        # Before every handler Channels closes stale database connections, a hop to its one
+        # sync thread. A fragment from the hub goes straight to the socket and touches no
+        # database; with hundreds of sockets those hops queued behind one another.
+        if message["type"] == "send.html":
+            await self.send_html(message)
+            return
+        await super().dispatch(message)
+
     async def refuse_strangers(self) -> bool:
         """Outside demo mode only logged-in users watch; say so and close for the others."""
         if may_watch(self.scope["user"]):

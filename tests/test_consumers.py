@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 
+import channels.consumer
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from orderdash.asgi import application
@@ -194,6 +196,27 @@ async def test_messages_sent_to_the_socket_are_refused_politely(live_temporal, c
         assert "takes no commands" in reply
         switch = await ServiceSwitch.objects.aget(service="payment")
         assert switch.mode == "healthy"
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_fragment_from_the_hub_reaches_the_socket_without_a_database_hop(
+    live_temporal, catalogue, monkeypatch
+):
+    communicator = await connect("/ws/orders/")
+    try:
+        await receive_until(communicator, r'id="order-list"')
+        hops = []
+
+        async def counted() -> None:
+            hops.append(1)
+
+        # What Channels runs before every other handler: a hop to its sync thread.
+        monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+        (channel,) = hub.board_channels
+        await get_channel_layer().send(channel, {"type": "send.html", "html": '<i id="probe">'})
+        await receive_until(communicator, r'id="probe"')
+        assert hops == []
     finally:
         await communicator.disconnect()
 
