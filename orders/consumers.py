@@ -70,7 +70,7 @@ class LiveConsumer(QuietConsumer):
         # Before every handler Channels closes stale database connections, a hop to its one
         # sync thread. A fragment from the hub goes straight to the socket and touches no
         # database; with hundreds of sockets those hops queued behind one another.
-        if message["type"] == "send.html":
+        if message.get("type") == "send.html":
             await self.send_html(message)
             return
         await super().dispatch(message)

@@ -383,6 +383,10 @@ class Hub:
                 if pk in self.orders:
                     self.orders[pk].dirty = True
             raise
+        except asyncio.CancelledError:
+            for send in tick.sends.values():  # the hub is stopping: nobody waits for them
+                send.cancel()
+            raise
         finally:
             # A tick cancelled while its thread still renders (the hub stopping): what
             # the thread hands over afterwards is dropped, as the whole batch was before.
@@ -392,7 +396,9 @@ class Hub:
             for pk in failed:
                 if pk in self.orders:
                     self.orders[pk].dirty = True
-            raise failed[next(iter(failed))]
+            errors = [exc for exc in failed.values() if isinstance(exc, Exception)]
+            if errors:  # a send cancelled from outside is tried again, not a failure
+                raise errors[0]
 
     def _take_built(self, tick: _Tick, pk: int, watch: OrderWatch, entry: Built | None) -> None:
         """One order rebuilt (None: gone from the database): keep its picture, and send

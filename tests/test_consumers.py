@@ -217,6 +217,9 @@ async def test_a_fragment_from_the_hub_reaches_the_socket_without_a_database_hop
         await get_channel_layer().send(channel, {"type": "send.html", "html": '<i id="probe">'})
         await receive_until(communicator, r'id="probe"')
         assert hops == []
+        await communicator.send_to(text_data="hello")  # any other handler still hops first
+        await receive_until(communicator, r'id="live-error"')
+        assert hops == [1]
     finally:
         await communicator.disconnect()
 

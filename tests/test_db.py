@@ -146,6 +146,11 @@ POOL = {"min_size": 2, "timeout": 10.0}
             | {"DB_POOL_TIMEOUT": "3"},
             [0, POOL | {"max_size": 50, "timeout": 3.0}],
         ),
+        # Just enough: every activity thread, the order starter and the order's records.
+        (
+            {"DATABASE_URL": "postgres://app@db/orders", "DB_POOL_MAX_SIZE": "18"},
+            [0, POOL | {"max_size": 18}],
+        ),
         # Too small a pool stops the process at start, saying why.
         (
             {"DATABASE_URL": "postgres://app@db/orders", "DB_POOL_MAX_SIZE": "12"},

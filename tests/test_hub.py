@@ -164,14 +164,60 @@ async def test_what_a_cancelled_tick_renders_afterwards_is_dropped(running_order
     hub = Hub()
     watch = OrderWatch(channels={"test!socket"}, temporal=TemporalView(reachable=False))
     hub.orders = {running_order.pk: watch}
+    handed_over = asyncio.Event()
+    take = hub._take_built
+
+    def take_and_tell(*args: object) -> None:
+        take(*args)
+        handed_over.set()
+
+    monkeypatch.setattr(hub, "_take_built", take_and_tell)
     tick = asyncio.ensure_future(hub._refresh_orders(now()))
     await asyncio.to_thread(rendering.wait, 5)
     tick.cancel()
     finish.set()
     with pytest.raises(asyncio.CancelledError):
         await tick
-    await asyncio.sleep(0.5)  # the thread finishes and hands its order over
+    await asyncio.wait_for(handed_over.wait(), 5)  # the thread finished and handed it over
+    await asyncio.sleep(0.1)  # a send it started would be under way by now
     assert (watch.snapshot, watch.html, sent) == (None, "", [])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_order_whose_send_failed_is_sent_again_and_the_others_not(
+    running_order, monkeypatch
+):
+    second = await sync_to_async(create_order)(
+        {
+            "product": running_order.product,
+            "quantity": 1,
+            "customer_name": "Grace Hopper",
+            "email": "grace@example.com",
+            "address": "1 Harvard Way",
+        }
+    )
+    await Order.objects.filter(pk=second.pk).aupdate(
+        workflow_id=f"{running_order.workflow_id}-2", status="running"
+    )
+    broken = f"test!{running_order.pk}"
+
+    class HalfBrokenLayer:
+        async def send(self, channel: str, message: dict) -> None:
+            if channel == broken:
+                raise ConnectionError("channel layer away")
+
+    monkeypatch.setattr(live, "get_channel_layer", HalfBrokenLayer)
+    hub = Hub()
+    unreachable = TemporalView(reachable=False)
+    hub.orders = {
+        pk: OrderWatch(channels={f"test!{pk}"}, temporal=unreachable)
+        for pk in (running_order.pk, second.pk)
+    }
+    with pytest.raises(ConnectionError):
+        await hub._refresh_orders(now())
+    failed, sent = hub.orders[running_order.pk], hub.orders[second.pk]
+    assert (failed.html, failed.dirty) == ("", True)
+    assert sent.html and not sent.dirty
 
 
 @pytest.mark.django_db(transaction=True)
