@@ -96,10 +96,9 @@ async def test_orders_whose_update_could_not_be_sent_are_sent_again(running_orde
     assert hub.orders[pk].html == "" and hub.orders[pk].dirty
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_each_order_of_a_tick_is_sent_as_soon_as_it_is_rendered(running_order, monkeypatch):
-    """Orders that change together (a wave of retries) are rendered one after the other in
-    one tick: each goes out while the next is rendered, not once all are."""
+async def watching_two_orders(running_order: Order) -> Hub:
+    """A hub watching `running_order` and a second order in flight, each on its own socket
+    (channel "test!<pk>"), rendered without asking Temporal first."""
     second = await sync_to_async(create_order)(
         {
             "product": running_order.product,
@@ -112,6 +111,19 @@ async def test_each_order_of_a_tick_is_sent_as_soon_as_it_is_rendered(running_or
     await Order.objects.filter(pk=second.pk).aupdate(
         workflow_id=f"{running_order.workflow_id}-2", status="running"
     )
+    hub = Hub()
+    unreachable = TemporalView(reachable=False)
+    hub.orders = {
+        pk: OrderWatch(channels={f"test!{pk}"}, temporal=unreachable)
+        for pk in (running_order.pk, second.pk)
+    }
+    return hub
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_each_order_of_a_tick_is_sent_as_soon_as_it_is_rendered(running_order, monkeypatch):
+    """Orders that change together (a wave of retries) are rendered one after the other in
+    one tick: each goes out while the next is rendered, not once all are."""
     first_sent = threading.Event()
     sent: list[str] = []
 
@@ -129,12 +141,7 @@ async def test_each_order_of_a_tick_is_sent_as_soon_as_it_is_rendered(running_or
 
     monkeypatch.setattr(live, "get_channel_layer", RecordingLayer)
     monkeypatch.setattr(live, "render_order", render_once_the_one_before_went_out)
-    hub = Hub()
-    unreachable = TemporalView(reachable=False)  # rendered without asking Temporal first
-    hub.orders = {
-        pk: OrderWatch(channels={f"test!{pk}"}, temporal=unreachable)
-        for pk in (running_order.pk, second.pk)
-    }
+    hub = await watching_two_orders(running_order)
     await hub._refresh_orders(now())
     assert went_out_before == [True, True]
     assert sorted(sent) == sorted(f"test!{pk}" for pk in hub.orders)
@@ -187,18 +194,6 @@ async def test_what_a_cancelled_tick_renders_afterwards_is_dropped(running_order
 async def test_an_order_whose_send_failed_is_sent_again_and_the_others_not(
     running_order, monkeypatch
 ):
-    second = await sync_to_async(create_order)(
-        {
-            "product": running_order.product,
-            "quantity": 1,
-            "customer_name": "Grace Hopper",
-            "email": "grace@example.com",
-            "address": "1 Harvard Way",
-        }
-    )
-    await Order.objects.filter(pk=second.pk).aupdate(
-        workflow_id=f"{running_order.workflow_id}-2", status="running"
-    )
     broken = f"test!{running_order.pk}"
 
     class HalfBrokenLayer:
@@ -207,15 +202,10 @@ async def test_an_order_whose_send_failed_is_sent_again_and_the_others_not(
                 raise ConnectionError("channel layer away")
 
     monkeypatch.setattr(live, "get_channel_layer", HalfBrokenLayer)
-    hub = Hub()
-    unreachable = TemporalView(reachable=False)
-    hub.orders = {
-        pk: OrderWatch(channels={f"test!{pk}"}, temporal=unreachable)
-        for pk in (running_order.pk, second.pk)
-    }
+    hub = await watching_two_orders(running_order)
     with pytest.raises(ConnectionError):
         await hub._refresh_orders(now())
-    failed, sent = hub.orders[running_order.pk], hub.orders[second.pk]
+    failed, sent = hub.orders.values()
     assert (failed.html, failed.dirty) == ("", True)
     assert sent.html and not sent.dirty
 
